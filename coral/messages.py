@@ -103,12 +103,16 @@ class AdapterRef:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt to complete with one adapter (None = base model) and one set of knobs."""
+    """One buggy function to repair with one adapter (None = base model) and one set of knobs.
+
+    The generator turns `buggy_source` into the model's prompt with coral.prompts.build_prompt,
+    since only it holds the tokenizer (and its chat template).
+    """
 
     request_id: str
     genome_id: str
     problem: str
-    prompt: str
+    buggy_source: str
     adapter: Optional[AdapterRef]
     knobs: CheapKnobs
     seed: int
