@@ -190,7 +190,7 @@ class Evolution:
             return j
         return i
 
-    def tell(self, scored: dict[str, Sequence[float]]) -> None:
+    def tell(self, scored: dict[str, Sequence[float] | Scores]) -> None:
         """Objective vectors (maximise, order Scores.OBJECTIVES) for exactly the pending ids."""
         if not self._pending:
             raise RuntimeError("tell() without a pending ask()")
@@ -267,8 +267,10 @@ class Evolution:
         return evo
 
 
-def _vector(values: Sequence[float]) -> tuple[float, ...]:
-    """Validated objective vector: one finite float per objective."""
+def _vector(values: Sequence[float] | Scores) -> tuple[float, ...]:
+    """Validated objective vector: one finite float per objective (a `Scores` is accepted)."""
+    if isinstance(values, Scores):
+        values = values.vector()
     vec = tuple(float(v) for v in values)
     if len(vec) != len(Scores.OBJECTIVES) or not all(math.isfinite(v) for v in vec):
         raise ValueError(f"objective vector must be {len(Scores.OBJECTIVES)} finite numbers "

@@ -182,8 +182,10 @@ def mutate(genome: Genome, search_cfg: SearchConfig, rng, new_id: str) -> Genome
 
 
 def crossover(a: Genome, b: Genome, rng, new_id: str) -> Genome:
-    """One child: uniform crossover of heavy genes; CA = a row band of b spliced into a,
-    each rule table and the step count taken from either parent."""
+    """One child: uniform crossover of heavy genes; CA = b's row band spliced into a's grid.
+
+    Each rule table and the step count come whole from either parent (uniformly).
+    """
     if (a.ca.width, a.ca.height) != (b.ca.width, b.ca.height):
         raise ValueError("crossover needs CA grids of one size")
     heavy = HeavyGenes(**{

@@ -16,6 +16,7 @@ from coral.config import GateConfig, GeneChoices, SearchConfig
 from coral.evolution import (Evolution, crowding_distance, gate_threshold, non_dominated_sort,
                              nsga2_order)
 from coral.genome import Genome, genome_to_dict, is_valid
+from coral.messages import Scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,8 +110,9 @@ def test_ask_is_idempotent_and_tell_checks_ids():
         evo.tell({g.id: _synthetic(g) for g in first[:3]})
     with pytest.raises(ValueError, match="finite"):
         evo.tell({g.id: (1.0, 2.0) for g in first})
-    evo.tell({g.id: _synthetic(g) for g in first})
+    evo.tell({g.id: Scores(*_synthetic(g)) for g in first})      # Scores values work too
     assert evo.generation == 1 and len(evo.population) == 4
+    assert evo.population[0][1] in [_synthetic(g) for g in first]
     assert evo.ask() != first
 
 
