@@ -1,0 +1,104 @@
+"""The driver of one CORAL run: `python -m cluster.driver CONFIG [--set K=V ...] [--no-resume]`.
+
+`run(cfg, resume=True)` connects to Ray per `cfg.ray.address` (null: a local
+`ray.init(num_cpus=cfg.ray.num_cpus)`; "auto": the cluster this process runs in, as a Ray
+job's driver does), builds the pools, runs `coral.engine.Engine` in the run directory
+`<run.runs_dir>/<run.name>` (resuming from its checkpoint by default), writes the report and
+returns the run directory. `coral run` and Ray jobs (cluster/jobs.py) both come through here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+from coral import config as cfgmod
+
+log = logging.getLogger(__name__)
+
+
+def data_version(cfg: cfgmod.Config) -> str:
+    """Version of the adapter training set (part of every adapter key)."""
+    from coral.bugdata import build_rows
+    return build_rows(cfg.training)[1]
+
+
+def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
+        in_process: bool = False, report: bool = True, workers=None) -> Path:
+    """Run (or resume) a whole search; return the run directory.
+
+    `in_process` runs the pools' plain classes in this process instead of Ray actors (same
+    results, no parallelism); `workers` injects ready-made workers (tests).
+    """
+    # Imported here so `--help` and the job-submission contract need no model stack.
+    from coral.engine import Engine, problems_for
+    from coral.model import resolve
+    from coral.progress import Progress
+    from coral.rundir import RunDir, run_path
+
+    train, held = problems_for(cfg)
+    problems = (*train, *held)
+    base_model = resolve(cfg.model).name
+    version = data_version(cfg)
+    started = False
+    own_workers = workers is None
+    if workers is None:
+        if in_process:
+            from coral.workers import in_process_workers
+            workers = in_process_workers(cfg, problems)
+        else:
+            from cluster.local import connect
+            from cluster.ray_workers import RayWorkers
+            started = connect(cfg.ray)
+            workers = RayWorkers(cfg, problems)
+    rundir = RunDir(run_path(cfg))
+    progress = Progress(enabled=None if quiet is None else not quiet)
+    try:
+        Engine(cfg, workers, rundir, train, held, base_model, version, progress).run(resume)
+    finally:
+        if own_workers:
+            workers.close()
+        if started:
+            from cluster.local import disconnect
+            disconnect(started)
+    if report:
+        from coral.report import write_report
+        write_report(rundir.path)
+    return rundir.path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Command-line entry point (what Ray jobs run)."""
+    parser = argparse.ArgumentParser(prog="python -m cluster.driver", description=__doc__)
+    parser.add_argument("config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE")
+    parser.add_argument("--no-resume", dest="resume", action="store_false")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the pools in this process instead of Ray actors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = cfgmod.load(args.config, args.overrides)
+    except cfgmod.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from coral.engine import ResumeRefused
+    try:
+        path = run(cfg, resume=args.resume, quiet=True if args.quiet else None,
+                   in_process=args.in_process)
+    except ResumeRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run directory: {path}")
+    print(f"report: {path / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

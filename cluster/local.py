@@ -1,0 +1,48 @@
+"""Connecting the driver to Ray: a local `ray.init` on a laptop, or joining a cluster.
+
+`ray.address` in the config decides: null starts a private local Ray with
+`ray.num_cpus` CPUs (GPUs are detected); "auto" joins the cluster this process runs in (what a
+Ray job's driver does); "ray://host:10001" or "host:6379" joins that cluster. When Ray is
+already initialised in this process (tests, notebooks), it is used as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+from coral.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+# Environment the workers must see to find the data and caches (passed to every worker).
+PASSTHROUGH_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE", "HF_TOKEN", "HF_HOME")
+
+
+def worker_env() -> dict:
+    """The env vars forwarded to Ray workers (those set in this process)."""
+    return {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+
+
+def connect(ray_cfg: RayConfig) -> bool:
+    """Make sure Ray is initialised per the config; True when this call started it."""
+    if ray.is_initialized():
+        log.info("using the Ray already initialised in this process")
+        return False
+    runtime_env = {"env_vars": worker_env()}
+    if ray_cfg.address is None:
+        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env=runtime_env)
+        log.info("started local Ray: %s", ray.cluster_resources())
+    else:
+        ray.init(address=ray_cfg.address, runtime_env=runtime_env)
+        log.info("joined Ray at %s: %s", ray_cfg.address, ray.cluster_resources())
+    return True
+
+
+def disconnect(started: bool) -> None:
+    """Shut Ray down if `connect` started it."""
+    if started and ray.is_initialized():
+        ray.shutdown()
