@@ -46,6 +46,10 @@ SPEC: dict = {
     "app_name": os.environ.get("CORAL_MODAL_APP", "coral"),
     "gpu": os.environ.get("CORAL_MODAL_GPU", "H100:8"),
     "nodes": int(os.environ.get("CORAL_MODAL_NODES", "1")),
+    # CPU cores and memory per container: the TestPool's sandboxes run on these CPUs, and
+    # Ray is told this many (it would otherwise count the whole host's cores)
+    "cpu": float(os.environ.get("CORAL_MODAL_CPU", "32")),
+    "memory_mb": int(os.environ.get("CORAL_MODAL_MEMORY_MB", str(256 * 1024))),
     "volume": os.environ.get("CORAL_MODAL_VOLUME", "coral"),
     "mount": MOUNT,
     "python": "3.11",
@@ -200,7 +204,8 @@ def _run_on_modal(config_path: str, overrides: list[str]) -> str:
     else:
         rank, ips = 0, ["127.0.0.1"]
     run_dir = entry(config_path, modal_overrides(SPEC["mount"]) + list(overrides), rank, len(ips),
-                    ips[0], commit=volume.commit, commit_every_s=SPEC["commit_every_s"])
+                    ips[0], ray_args=[f"--num-cpus={int(SPEC['cpu'])}"], commit=volume.commit,
+                    commit_every_s=SPEC["commit_every_s"])
     return str(run_dir) if run_dir else ""
 
 
@@ -221,7 +226,8 @@ if modal is not None:
                    "PYTHONUNBUFFERED": "1"})
              .workdir(REMOTE_ROOT)
              .add_local_dir(REPO_ROOT, REMOTE_ROOT, ignore=IGNORE))
-    FUNCTION_OPTIONS = dict(image=image, gpu=SPEC["gpu"], volumes={SPEC["mount"]: volume},
+    FUNCTION_OPTIONS = dict(image=image, gpu=SPEC["gpu"], cpu=SPEC["cpu"],
+                            memory=SPEC["memory_mb"], volumes={SPEC["mount"]: volume},
                             timeout=SPEC["timeout_s"], retries=modal.Retries(**SPEC["retries"]))
 
     def run_cluster(config_path: str, overrides: list[str]) -> str:

@@ -49,6 +49,7 @@ def test_function_definition_matches_spec():
     assert isinstance(retries, modal.Retries) and retries.max_retries == 3
     assert retries.initial_delay.total_seconds() == spec["retries"]["initial_delay"] > 0
     assert retries.backoff_coefficient == 2.0
+    assert fn._spec_.cpu == spec["cpu"] > 0 and fn._spec_.memory == spec["memory_mb"]
     assert callable(modal_app.main)
     assert spec["nodes"] == 1
 
