@@ -1,0 +1,42 @@
+"""`coral run CONFIG [--set K=V ...] [--resume/--no-resume]`: one whole evolution run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `run` command."""
+    p = sub.add_parser("run", help="run (or resume) an evolution run; writes the report at the end")
+    p.add_argument("config", help="YAML config, e.g. configs/local.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. search.generations=5")
+    p.add_argument("--resume", dest="resume", action="store_true", default=True,
+                   help="continue from the run directory's checkpoint when there is one "
+                        "(default)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start over, discarding the run directory's previous results")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the pools in this process instead of Ray actors (debugging)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Load the config, run through cluster.driver, print where the results are."""
+    from coral import config as cfgmod
+    from coral.engine import ResumeRefused
+
+    cfg = cfgmod.load(args.config, args.overrides)
+    from cluster.driver import run  # Ray is imported only by commands that use it
+
+    try:
+        path = run(cfg, resume=args.resume, quiet=True if args.quiet else None,
+                   in_process=args.in_process)
+    except ResumeRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run directory: {path}")
+    print(f"report:        {path / 'report.md'}")
+    return 0

@@ -1,0 +1,28 @@
+"""`coral status RUN_DIR [--json]`: where a run stands (running, stopped or finished)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `status` command."""
+    p = sub.add_parser("status", help="generation, best scores, cache hit rate, throughput")
+    p.add_argument("run_dir", help="a run directory, e.g. runs/local")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Print the run summary as text or JSON."""
+    from coral.report import format_summary, run_summary
+
+    if not (Path(args.run_dir) / "events.jsonl").exists():
+        print(f"error: {args.run_dir} is not a run directory (no events.jsonl)", file=sys.stderr)
+        return 2
+    summary = run_summary(args.run_dir)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
