@@ -19,7 +19,7 @@ import hashlib
 import logging
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -102,6 +102,7 @@ class Engine:
         self.stage_seconds = {"adapter": 0.0, "generate": 0.0, "judge": 0.0}
         self.stage_counts = {"adapter": 0, "generate": 0, "judge": 0}
         self._last_live = 0.0
+        self._outcomes: Counter = Counter()  # adapter outcomes of the current generation
 
     # ------------------------------------------------------------------ whole run
     def run(self, resume: bool = True) -> RunDir:
@@ -127,6 +128,7 @@ class Engine:
                               wait_seconds=round(self.wait_seconds, 3),
                               driver_seconds=round(elapsed - self.wait_seconds, 3),
                               generations=evo.generation, cache=self.workers.cache_stats())
+            (self.rundir.path / "live.json").unlink(missing_ok=True)
         finally:
             self.events.close()
             self.progress.close()
@@ -159,7 +161,7 @@ class Engine:
         """Evaluate one generation, tell the evolution, checkpoint."""
         g = evo.generation
         genomes = evo.ask()
-        before = self.workers.cache_stats()
+        self._outcomes = Counter()
         t0 = time.perf_counter()
         verdicts = self.evaluate(genomes, self.train, g, SEARCH, known)
         scored = {}
@@ -175,20 +177,18 @@ class Engine:
                 "fixed": [p.name for p in self.train
                           if verdicts[(genome.id, p.name)].scores.fixed >= 1.0]}
         evo.tell(scored)
-        after = self.workers.cache_stats()
-        summary = self._summary(g, genomes, before, after, time.perf_counter() - t0)
+        summary = self._summary(g, genomes, time.perf_counter() - t0)
         self.history.append(summary)
         self.events.write("generation_summary", **summary)
-        self._checkpoint(evo, after)
+        self._checkpoint(evo, self.workers.cache_stats())
 
-    def _summary(self, g: int, genomes: list[Genome], before: dict, after: dict,
-                 seconds: float) -> dict:
+    def _summary(self, g: int, genomes: list[Genome], seconds: float) -> dict:
         """Generation summary: best/median display score, fixed counts, cache hit rate."""
         recs = [self.genomes[x.id] for x in genomes]
         display = [r["display"] for r in recs]
         best = max(recs, key=lambda r: r["display"])
-        hits = after.get("hits", 0) - before.get("hits", 0)
-        lookups = sum(after.get(k, 0) - before.get(k, 0) for k in ("hits", "trained", "joined"))
+        hits = self._outcomes.get("hit", 0)
+        lookups = sum(self._outcomes.values())
         return {"generation": g, "seconds": round(seconds, 3), "genomes": len(recs),
                 "best_display": max(display), "median_display": statistics.median(display),
                 "best_genome": best["genome"]["id"], "best_scores": best["scores"],
@@ -296,6 +296,7 @@ class Engine:
         if kind == "adapter":
             ready: AdapterReady = value
             self._stage("adapter", ready.seconds)
+            self._outcomes[ready.outcome] += 1
             self.events.write("adapter_ready", generation=generation, phase=phase, key=item[1],
                               outcome=ready.outcome, seconds=round(ready.seconds, 3))
             self.progress.advance("adapters")

@@ -213,7 +213,7 @@ class RunDir:
     def clear(self) -> None:
         """Remove the files of a previous run (for --no-resume); keeps the directory."""
         for name in (EVENTS_FILE, CHECKPOINT_FILE, PARETO_FILE, BEST_FILE, HELDOUT_FILE,
-                     REPORT_FILE):
+                     REPORT_FILE, "live.json"):
             (self.path / name).unlink(missing_ok=True)
         for png in self.path.glob("*.png"):
             png.unlink()
