@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from cluster.local import PASSTHROUGH_ENV as DRIVER_FORWARDED
 from coral import config as cfgmod
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ DRIVER_MODULE = "cluster.driver"
 # shipping a virtualenv or old runs would be both slow and wrong on another machine.
 WORKING_DIR_EXCLUDES = (".venv", ".git", "runs", ".cache", "__pycache__", "*.pyc",
                         "*.egg-info", "build", "dist", ".pytest_cache", ".whl", ".ci")
-# Forwarded to the job when set here; the path must exist on the cluster too.
-PASSTHROUGH_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE", "HF_TOKEN")
+# Forwarded to the job when set here; the paths must exist on the cluster too.
+PASSTHROUGH_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -77,9 +78,18 @@ def job_overrides(cfg: cfgmod.Config, overrides: Iterable[str]) -> list[str]:
     return out
 
 
-def entrypoint_for(config_rel: str, overrides: Iterable[str]) -> str:
-    """The shell command the job runs on the head node."""
-    parts = ["python", "-m", DRIVER_MODULE, config_rel]
+def job_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Variables the job needs: PASSTHROUGH_ENV as set here, then `env`."""
+    out = {name: os.environ[name] for name in PASSTHROUGH_ENV if os.environ.get(name)}
+    out.update(env or {})
+    return out
+
+
+def entrypoint_for(config_rel: str, overrides: Iterable[str],
+                   env: dict[str, str] | None = None) -> str:
+    """The shell command the job runs on the head node (`env` set for the driver only)."""
+    parts = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items()))] if env else []
+    parts += ["python", "-m", DRIVER_MODULE, config_rel]
     for item in overrides:
         parts += ["--set", item]
     return shlex.join(parts)
@@ -92,11 +102,7 @@ def runtime_env_for(root: Path, cfg: cfgmod.Config, env: dict[str, str] | None =
     runs = Path(cfg.run.runs_dir)
     if not runs.is_absolute():
         excludes.append(runs.as_posix())
-    env_vars = {"PYTHONUNBUFFERED": "1"}
-    for name in PASSTHROUGH_ENV:
-        if os.environ.get(name):
-            env_vars[name] = os.environ[name]
-    env_vars.update(env or {})
+    env_vars = {"PYTHONUNBUFFERED": "1", **(env or {})}
     runtime_env = {"working_dir": str(root), "excludes": excludes, "env_vars": env_vars}
     if pip:
         runtime_env["pip"] = list(pip)
@@ -112,12 +118,19 @@ def prepare(config_path: str | os.PathLike, overrides: Iterable[str] = (),
     rel = config_in_repo(config_path, root)
     final = job_overrides(cfg, overrides)
     cfgmod.load(config_path, final)  # the exact config the driver will load
-    runtime_env = runtime_env_for(root, cfg, env, pip)
-    if cfg.dataset.quixbugs is None and "CORAL_QUIXBUGS" not in runtime_env["env_vars"]:
+    variables = job_env(env)
+    # The driver forwards DRIVER_FORWARDED to its workers through ray.init(runtime_env=...);
+    # Ray refuses to merge that with a job runtime_env setting the same variable, so those
+    # reach the driver through the entrypoint and everything else through the runtime_env.
+    for_driver = {k: v for k, v in variables.items() if k in DRIVER_FORWARDED}
+    for_job = {k: v for k, v in variables.items() if k not in DRIVER_FORWARDED}
+    runtime_env = runtime_env_for(root, cfg, for_job, pip)
+    if cfg.dataset.quixbugs is None and "CORAL_QUIXBUGS" not in variables:
         log.warning("dataset.quixbugs is null and CORAL_QUIXBUGS is not set: the job will not "
                     "find QuixBugs unless the cluster's environment sets it")
     metadata = {"coral_run": cfg.run.name, "config": rel, "runs_dir": cfg.run.runs_dir}
-    return JobRequest(cfg.run.name, entrypoint_for(rel, final), runtime_env, metadata)
+    return JobRequest(cfg.run.name, entrypoint_for(rel, final, for_driver), runtime_env,
+                      metadata)
 
 
 def slug(text: str) -> str:
