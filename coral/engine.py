@@ -92,7 +92,9 @@ class Engine:
                  data_version: str, progress: Optional[Progress] = None) -> None:
         self.cfg, self.workers, self.rundir = cfg, workers, rundir
         self.train, self.held_out = tuple(train), tuple(held_out)
+        # Score against the judges' problems: they carry the calibrated reference timings.
         self.problems = {p.name: p for p in (*self.train, *self.held_out)}
+        self.problems.update({p.name: p for p in getattr(workers, "problems", ())})
         self.base_model, self.data_version = base_model, data_version
         self.progress = progress or Progress(enabled=False)
         self.events = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional, Protocol, Sequence
 
 from coral.genome import HeavyGenes
+from coral.quixbugs import Problem
 from coral.messages import AdapterRef, Candidate, GenerationRequest, GenerationResult, TestOutcome
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,13 @@ class AdapterReady:
 
 
 class Workers(Protocol):
-    """The pools as the engine sees them (see the module docstring)."""
+    """The pools as the engine sees them (see the module docstring).
+
+    `problems` are the problems as the judges hold them (with reference timings measured by
+    calibration); candidates are scored against these.
+    """
+
+    problems: tuple[Problem, ...]
 
     def submit_adapter(self, key: str, genes: HeavyGenes) -> Handle:
         """Ask for the adapter of `key` (trained from `genes` on a cache miss)."""
@@ -94,11 +101,13 @@ class InProcessWorkers:
     `judge_fn(candidates) -> list[TestOutcome]`.
     """
 
-    def __init__(self, adapter_fn: Callable[[str, HeavyGenes], AdapterReady],
+    def __init__(self, problems: Sequence[Problem],
+                 adapter_fn: Callable[[str, HeavyGenes], AdapterReady],
                  generate_fn: Callable[[list], list[GenerationResult]],
                  judge_fn: Callable[[list], list[TestOutcome]],
                  stats_fn: Callable[[], dict] = dict,
                  close_fn: Callable[[], None] = lambda: None) -> None:
+        self.problems = tuple(problems)
         self._adapter_fn, self._generate_fn, self._judge_fn = adapter_fn, generate_fn, judge_fn
         self._stats_fn, self._close_fn = stats_fn, close_fn
         self._seq = 0
