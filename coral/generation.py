@@ -51,7 +51,7 @@ def adapter_name(key: str) -> str:
 
 def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
                  max_adapters: int) -> list[BatchPlan]:
-    """Group requests: LoRA and base rows mixed (<= max_adapters adapters a batch), DoRA per adapter.
+    """Group requests: LoRA and base rows mixed (<= max_adapters a batch), DoRA per adapter.
 
     Rows are ordered by adapter key so that requests for one adapter run together and the
     LRU swaps as little as possible; the order does not change any row's output.

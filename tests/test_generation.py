@@ -47,8 +47,8 @@ def make_adapter(root: Path, seed: int, dora: bool = False,
 def adapters(tmp_path_factory) -> dict[str, AdapterRef]:
     """Three LoRA adapters (two module sets) and one DoRA adapter."""
     root = tmp_path_factory.mktemp("adapters")
-    return {"a": make_adapter(root, 1), "b": make_adapter(root, 2, modules=("q_proj", "k_proj",
-                                                                           "v_proj", "o_proj")),
+    wide = ("q_proj", "k_proj", "v_proj", "o_proj")
+    return {"a": make_adapter(root, 1), "b": make_adapter(root, 2, modules=wide),
             "c": make_adapter(root, 3), "d": make_adapter(root, 4, dora=True)}
 
 
