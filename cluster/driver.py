@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 def data_version(cfg: cfgmod.Config) -> str:
     """Version of the adapter training set (part of every adapter key)."""
-    from coral.bugdata import build_rows
-    return build_rows(cfg.training)[1]
+    from coral.training import data_version as version_of
+    return version_of(cfg.training)
 
 
 def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
