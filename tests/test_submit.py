@@ -140,14 +140,17 @@ def test_submission_ids_count_attempts_per_run():
     assert jobs.next_submission_id("My Run/2", []) == "coral-my-run-2-1"
 
 
-def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir, monkeypatch):
-    """The smoke config runs to SUCCEEDED as a Ray job and leaves a complete run directory."""
+def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir, monkeypatch, capsys):
+    """`coral submit` runs the smoke config to SUCCEEDED as a Ray job; logs/jobs see it."""
+    from coral.cli import main
+
     monkeypatch.setenv("CORAL_QUIXBUGS", str(quixbugs_dir))
     runs = tmp_path / "runs"
-    jc = jobs.client(ray_head)
-    req = jobs.prepare(SMOKE, [f"run.runs_dir={runs}"])
-    job_id = jobs.submit(jc, req)
+    assert main(["submit", str(SMOKE), "--address", ray_head,
+                 "--set", f"run.runs_dir={runs}"]) == 0
+    job_id = capsys.readouterr().out.strip().splitlines()[-1]
     assert job_id == "coral-smoke-1"
+    jc = jobs.client(ray_head)
     try:
         status = jobs.wait(jc, job_id, timeout_s=480, poll_s=2)
     except TimeoutError:
@@ -158,7 +161,11 @@ def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir, monkeypa
     run_dir = runs / "smoke"
     for name in ("checkpoint.json", "events.jsonl", "best.json"):
         assert (run_dir / name).is_file(), f"{name} missing in {sorted(os.listdir(run_dir))}"
-    listed = jobs.coral_jobs(jc)
-    assert [r["id"] for r in listed] == [job_id] and listed[0]["run"] == "smoke"
+    assert main(["logs", job_id, "--address", ray_head]) == 0
+    assert "run directory:" in capsys.readouterr().out
+    assert main(["jobs", "--address", ray_head]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split()[:3] == [job_id, "SUCCEEDED", "smoke"]
     # a resubmit of the same run is a new, visible attempt (it resumes from the checkpoint)
-    assert jobs.next_submission_id("smoke", [r["id"] for r in listed]) == "coral-smoke-2"
+    listed = [r["id"] for r in jobs.coral_jobs(jc)]
+    assert jobs.next_submission_id("smoke", listed) == "coral-smoke-2"
