@@ -160,10 +160,36 @@ class InProcessWorkers:
         self._close_fn()
 
 
-def timed(fn: Callable[..., Any]) -> Callable[..., tuple[Any, float]]:
-    """Wrap fn to also return its wall seconds (a measurement, never a decision input)."""
-    def run(*args: Any) -> tuple[Any, float]:
+def in_process_workers(cfg: Any, problems: Sequence[Problem]) -> InProcessWorkers:
+    """In-process workers over the same plain classes the Ray actors wrap.
+
+    The judge calibrates reference timings here (as TestPool does once for all its actors);
+    the trainer loads its base model only on the first cache miss.
+    """
+    from coral.cache import AdapterCache
+    from coral.generation import Generator
+    from coral.quixbugs import resolve_path
+    from coral.sandbox import Judge
+    from coral.store import store_from_config
+    from coral.training import Trainer
+
+    judge = Judge(problems, cfg.sandbox, str(resolve_path(cfg.dataset.quixbugs)))
+    calibrated = judge.calibrate()
+    trainer: list = []
+
+    def train(genes: HeavyGenes, key: str) -> AdapterRef:
+        if not trainer:
+            trainer.append(Trainer.from_config(cfg))
+        return trainer[0].train_into(store, genes, key)
+
+    store = store_from_config(cfg)
+    cache = AdapterCache(store, train)
+    generator = Generator(cfg)
+
+    def adapter(key: str, genes: HeavyGenes) -> AdapterReady:
         t0 = time.perf_counter()
-        value = fn(*args)
-        return value, time.perf_counter() - t0
-    return run
+        ref, outcome = cache.get_with_outcome(key, genes)
+        return AdapterReady(ref, outcome, time.perf_counter() - t0)
+
+    return InProcessWorkers(calibrated, adapter, generator.generate, judge.judge_many,
+                            cache.stats, judge.close)

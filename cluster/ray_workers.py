@@ -1,0 +1,73 @@
+"""The engine's `Workers` on Ray: the pools as actors, handles as ObjectRefs, `ray.wait`.
+
+- adapters: `CacheActor.get` (single flight per key; misses go to the TrainingPool)
+- generation: `GenerationPool.submit(requests)` (least-loaded actor, model resident)
+- judging: `TestPool.submit_batch(candidates)` (sandboxed, problems `ray.put` once)
+Every actor is created with `max_restarts` / `max_task_retries` from `cfg.ray`, so a killed
+actor is restarted and the tasks it held are re-run by Ray: the engine simply receives the
+result later. The cap on work in flight (`cfg.ray.max_in_flight`) is applied by the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional, Sequence
+
+import ray
+
+from coral.config import Config
+from coral.genome import HeavyGenes
+from coral.messages import Candidate, GenerationRequest
+from coral.quixbugs import Problem
+
+log = logging.getLogger(__name__)
+
+
+class RayWorkers:
+    """`coral.workers.Workers` backed by Ray actor pools built from the config."""
+
+    def __init__(self, cfg: Config, problems: Sequence[Problem]) -> None:
+        from actors.cache_actor import make_cache
+        from actors.generation_pool import GenerationPool
+        from actors.test_pool import TestPool
+
+        self.cfg = cfg
+        self.test_pool = TestPool(cfg, tuple(problems))
+        self.problems = self.test_pool.problems        # calibrated once for the pool
+        self.generation_pool = GenerationPool(cfg)
+        self.cache = make_cache(cfg)
+        log.info("pools: training %d, generation %d, test %d actor(s)",
+                 cfg.ray.training_pool.size, cfg.ray.generation_pool.size,
+                 cfg.ray.test_pool.size)
+
+    def submit_adapter(self, key: str, genes: HeavyGenes) -> Any:
+        """ObjectRef of an AdapterReady for `key`."""
+        return self.cache.get_ready.remote(key, genes)
+
+    def submit_generate(self, requests: Sequence[GenerationRequest]) -> Any:
+        """ObjectRef of the generation results of a batch."""
+        return self.generation_pool.submit(list(requests))
+
+    def submit_judge(self, candidates: Sequence[Candidate]) -> Any:
+        """ObjectRef of the outcomes of a batch (one test actor)."""
+        return self.test_pool.submit_batch(list(candidates))
+
+    def wait(self, handles: Sequence[Any], num_returns: int = 1,
+             timeout: Optional[float] = None) -> tuple[list, list]:
+        """`ray.wait` over the handles."""
+        return ray.wait(list(handles), num_returns=min(num_returns, len(handles)),
+                        timeout=timeout)
+
+    def get(self, handle: Any) -> Any:
+        """`ray.get` of one finished handle."""
+        return ray.get(handle)
+
+    def cache_stats(self) -> dict:
+        """Counters of the cache actor."""
+        return dict(ray.get(self.cache.stats.remote()))
+
+    def close(self) -> None:
+        """Kill the pools' actors."""
+        for pool in (self.test_pool, self.generation_pool):
+            pool.close()
+        ray.kill(self.cache)
