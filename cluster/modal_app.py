@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,14 +85,17 @@ def ray_start_command(rank: int, head_address: str, port: int, *,
     return cmd + list(extra)
 
 
-def wait_for_port(host: str, port: int, timeout_s: float) -> None:
-    """Return once `host:port` accepts TCP connections; TimeoutError after `timeout_s`."""
+def wait_for_port(host: str, port: int, timeout_s: float,
+                  proc: Optional[subprocess.Popen] = None) -> None:
+    """Return once `host:port` accepts TCP connections; fail early if `proc` exits."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with socket.create_connection((host, port), timeout=2):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(proc.args)} exited with {proc.returncode}") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{host}:{port} not reachable after {timeout_s:.0f}s") from None
             time.sleep(1)
@@ -117,7 +121,7 @@ def wait_for_nodes(address: str, count: int, timeout_s: float) -> int:
 
 def _stop_group(proc: subprocess.Popen) -> None:
     """Terminate, then kill, the process group of a `ray start --block` we launched."""
-    for sig, wait_s in ((15, 20), (9, 10)):
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -170,7 +174,7 @@ def entry(config_path: str, overrides: Sequence[str], rank: int, world_size: int
             code = ray_proc.wait()  # returns when the head (and so this node) goes away
             log.info("rank %d: ray exited with %d", rank, code)
             return None
-        wait_for_port(head_address, port, join_timeout_s)
+        wait_for_port(head_address, port, join_timeout_s, ray_proc)
         alive = wait_for_nodes(address, world_size, join_timeout_s)
         log.info("rank 0: %d Ray nodes alive, starting the driver for %s", alive, cfg.run.name)
         from cluster import driver
