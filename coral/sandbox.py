@@ -108,13 +108,21 @@ class Judge:
     # ------------------------------------------------------------------ servers
     def _acquire(self) -> ForkServer:
         """A free fork server, started lazily (so it starts inside the actor process)."""
-        try:
-            return self._servers.get_nowait()
-        except queue.Empty:
-            server = ForkServer()
+        while True:
+            try:
+                server = self._servers.get_nowait()
+            except queue.Empty:
+                break
+            if server.proc.poll() is None:
+                return server
+            log.warning("fork server %d exited (%s); starting a new one", server.proc.pid,
+                        server.proc.returncode)
             with self._lock:
-                self._all_servers.append(server)
-            return server
+                self._all_servers.remove(server)
+        server = ForkServer()
+        with self._lock:
+            self._all_servers.append(server)
+        return server
 
     def _release(self, server: ForkServer) -> None:
         self._servers.put(server)
@@ -218,6 +226,9 @@ class Judge:
         resp = server.request(req)
         if resp is None:  # the server died under this candidate (it may have killed it)
             server.close()
+            with self._lock:
+                if server in self._all_servers:
+                    self._all_servers.remove(server)
             log.warning("fork server died judging %s/%s; restarting it", candidate.genome_id,
                         problem.name)
             return outcome(CandidateStatus.CRASH, detail="sandbox server died")
@@ -227,7 +238,10 @@ class Judge:
         tests = [self._verdict(i, r, problem) for i, r in enumerate(resp["tests"])]
         detail = resp["detail"]
         if resp.get("output"):
-            detail = (detail + "\n" if detail else "") + "output: " + resp["output"][:500]
+            shown = resp["output"]
+            if len(shown) > 500:
+                shown = shown[:500] + " [output truncated]"
+            detail = (detail + "\n" if detail else "") + "output: " + shown
         return outcome(CandidateStatus(resp["status"]), tests, resp["seconds"], detail)
 
     @staticmethod

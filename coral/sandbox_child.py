@@ -301,7 +301,7 @@ def supervise(req: dict, root: str) -> dict:
                         phase, limit_end = "done", now + req["load_limit_s"]
                 elif phase == "done":
                     if kind == "end":
-                        resp["output"] = str(msg.get("output", ""))[:req["limits"]["max_output_bytes"]]
+                        resp["output"] = str(msg.get("output", ""))[:req["limits"]["max_output_bytes"] + 64]
                     break
                 else:
                     ended = (kind, msg)
@@ -317,7 +317,7 @@ def supervise(req: dict, root: str) -> dict:
         if phase == "load":
             status = {"missing": "MISSING_FUNCTION", "timeout": "TIMEOUT"}.get(kind, "CRASH")
             if kind == "crash" or kind == "missing":
-                resp["output"] = str(msg.get("output", ""))[:req["limits"]["max_output_bytes"]]
+                resp["output"] = str(msg.get("output", ""))[:req["limits"]["max_output_bytes"] + 64]
             resp["status"] = status
             resp["detail"] = detail or {"timeout": "module load timed out",
                                         "missing": f"{req['function']} not defined",

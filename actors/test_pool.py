@@ -1,0 +1,152 @@
+"""TestPool: CPU Ray actors, each holding a `Judge` with its own fork server.
+
+The problems go through `ray.put` once (calibrated first by one task, so every actor uses
+the same reference timings and hence the same time limits). Work is submitted per candidate;
+`judge_iter` keeps at most `ray.max_in_flight` candidates in flight and yields
+`(candidate, outcome)` in completion order (`ray.wait`). Actors are created with
+`max_restarts` / `max_task_retries` from `RayConfig`: when an actor dies mid-batch Ray re-runs
+its queued and running tasks on the restarted actor; if retries are exhausted the pool
+itself resubmits the candidate to another actor. Each candidate is yielded exactly once.
+
+Driver API::
+
+    pool = TestPool(cfg)                      # or TestPool(cfg, problems | ObjectRef | path)
+    pool.problems                             # calibrated Problems (score with these)
+    refs = pool.submit(candidates)            # one ObjectRef[TestOutcome] per candidate
+    ref = pool.submit_batch(candidates)       # ObjectRef[list[TestOutcome]], same order
+    for cand, outcome in pool.judge_iter(candidates): ...
+    pool.close()
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import Iterator, Optional, Sequence, Union
+
+import ray
+from ray.exceptions import RayActorError
+
+from coral.config import Config, SandboxConfig
+from coral.messages import Candidate, TestOutcome
+from coral.quixbugs import Problem, load_problems, resolve_path, select
+from coral.sandbox import Judge
+
+log = logging.getLogger(__name__)
+
+
+class TestWorker:
+    """Plain class behind the actor: one Judge (fork server started lazily, in-process)."""
+
+    __test__ = False
+
+    def __init__(self, problems: Sequence[Problem], sandbox: SandboxConfig,
+                 dataset_dir: Optional[str] = None) -> None:
+        self.judge = Judge(problems, sandbox, dataset_dir)
+
+    def pid(self) -> int:
+        """Process id of this worker (tests use it to see restarts)."""
+        return os.getpid()
+
+    def calibrate(self) -> tuple[Problem, ...]:
+        """Problems with reference timings measured in this worker."""
+        return self.judge.calibrate()
+
+    def judge_one(self, candidate: Candidate) -> TestOutcome:
+        """Judge one candidate in the sandbox."""
+        return self.judge.judge(candidate)
+
+    def judge_batch(self, candidates: Sequence[Candidate]) -> list[TestOutcome]:
+        """Judge candidates in order."""
+        return [self.judge.judge(c) for c in candidates]
+
+
+def _calibrate(problems: Sequence[Problem], sandbox: SandboxConfig,
+               dataset_dir: Optional[str]) -> tuple[Problem, ...]:
+    """Task body: measure reference timings once for the whole pool."""
+    worker = TestWorker(problems, sandbox, dataset_dir)
+    try:
+        return worker.calibrate()
+    finally:
+        worker.judge.close()
+
+
+ProblemsArg = Union[Sequence[Problem], "ray.ObjectRef", str, os.PathLike, None]
+
+
+class TestPool:
+    """A pool of `TestWorker` actors sized by `cfg.ray.test_pool` (see module docstring)."""
+
+    __test__ = False
+
+    def __init__(self, cfg: Config, problems: ProblemsArg = None) -> None:
+        self.cfg = cfg
+        dataset_dir = None
+        if problems is None or isinstance(problems, (str, os.PathLike)):
+            root = resolve_path(problems if problems is not None else cfg.dataset.quixbugs)
+            dataset_dir = str(root)
+            problems = select(load_problems(root), cfg.dataset.problems)
+        elif isinstance(problems, ray.ObjectRef):
+            problems = ray.get(problems)
+        else:
+            problems = tuple(problems)
+        opts = cfg.ray.test_pool
+        if not all(p.reference_seconds for p in problems):
+            task = ray.remote(num_cpus=opts.num_cpus)(_calibrate)
+            problems = ray.get(task.remote(problems, cfg.sandbox, dataset_dir))
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        self._problems_ref = ray.put(self.problems)
+        actor_cls = ray.remote(TestWorker).options(
+            num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_restarts=cfg.ray.max_restarts,
+            max_task_retries=cfg.ray.max_task_retries)
+        self.actors = [actor_cls.remote(self._problems_ref, cfg.sandbox, dataset_dir)
+                       for _ in range(opts.size)]
+        self._next = itertools.cycle(range(len(self.actors)))
+
+    def _actor(self):
+        """Next actor, round robin."""
+        return self.actors[next(self._next)]
+
+    def submit(self, candidates: Sequence[Candidate]) -> list["ray.ObjectRef"]:
+        """One ObjectRef[TestOutcome] per candidate, spread over the actors."""
+        return [self._actor().judge_one.remote(c) for c in candidates]
+
+    def submit_batch(self, candidates: Sequence[Candidate]) -> "ray.ObjectRef":
+        """ObjectRef of the outcomes of `candidates` (same order), judged by one actor."""
+        return self._actor().judge_batch.remote(list(candidates))
+
+    def judge_iter(self, candidates: Sequence[Candidate],
+                   max_in_flight: Optional[int] = None) -> Iterator[tuple[Candidate, TestOutcome]]:
+        """Yield (candidate, outcome) in completion order, capping work in flight."""
+        cap = max_in_flight or self.cfg.ray.max_in_flight
+        todo = list(candidates)[::-1]
+        pending: dict = {}
+        retries: dict[int, int] = {}
+        while todo or pending:
+            while todo and len(pending) < cap:
+                cand = todo.pop()
+                pending[self._actor().judge_one.remote(cand)] = cand
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            cand = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except RayActorError:
+                # Ray's own retries are exhausted: resubmit a bounded number of times, then
+                # let the infrastructure error propagate (a task exception propagates at once).
+                key = id(cand)
+                retries[key] = retries.get(key, 0) + 1
+                if retries[key] > max(1, len(self.actors)):
+                    raise
+                log.warning("test worker lost judging %s/%s; resubmitting", cand.genome_id,
+                            cand.problem)
+                todo.append(cand)
+                continue
+            yield cand, outcome
+
+    def close(self) -> None:
+        """Kill the actors (their fork servers die with them)."""
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
