@@ -30,12 +30,15 @@ class RayWorkers:
         from actors.cache_actor import make_cache
         from actors.generation_pool import GenerationPool
         from actors.test_pool import TestPool
+        from actors.training_pool import TrainingPool
+        from coral.store import store_from_config
 
         self.cfg = cfg
         self.test_pool = TestPool(cfg, tuple(problems))
         self.problems = self.test_pool.problems        # calibrated once for the pool
         self.generation_pool = GenerationPool(cfg)
-        self.cache = make_cache(cfg)
+        self.training_pool = TrainingPool(cfg, str(store_from_config(cfg).root))
+        self.cache = make_cache(cfg, pool=self.training_pool)
         log.info("pools: training %d, generation %d, test %d actor(s)",
                  cfg.ray.training_pool.size, cfg.ray.generation_pool.size,
                  cfg.ray.test_pool.size)
@@ -68,6 +71,6 @@ class RayWorkers:
 
     def close(self) -> None:
         """Kill the pools' actors."""
-        for pool in (self.test_pool, self.generation_pool):
-            pool.close()
         ray.kill(self.cache)
+        for pool in (self.test_pool, self.generation_pool, self.training_pool):
+            pool.close()
