@@ -12,8 +12,9 @@ Every objective lies in [0, 1], higher is better:
   __import__/open-for-writing/getattr-on-dunder names, imports of process, network, file
   system and FFI modules, and dunder attribute escapes (__globals__, __subclasses__, ...);
   0 when it does not parse. Names are resolved on the AST, not by substring.
-- runtime: reference seconds / candidate seconds over the passing tests, capped at 1 and
-  quantised to 0.05 (timings are noisy); 0 when nothing passes.
+- runtime: reference seconds / candidate seconds summed over the passing tests (each time
+  floored at 5 ms, below which fork/pipe noise dominates), capped at 1 and quantised down to
+  0.05; 0 when nothing passes.
 `fixed` is 1 when every test passed (for an aggregate: the fraction of problems fixed).
 """
 
@@ -32,6 +33,7 @@ from coral.messages import Candidate, CandidateStatus, Scores, TestOutcome, Test
 from coral.quixbugs import Problem, signature
 
 RUNTIME_STEP = 0.05
+RUNTIME_FLOOR_S = 0.005  # per-test times below this are fork/pipe noise, not the algorithm
 SECURITY_PENALTY = 0.25
 # display_score: fixed first; the other objectives only break ties (valid for < 1000 problems).
 DISPLAY_TIE_WEIGHT = 1e-3
@@ -133,9 +135,9 @@ def runtime_score(outcome: TestOutcome, problem: Problem) -> float:
         return 0.0
     if not problem.reference_seconds:
         return 1.0  # uncalibrated problem: no basis for comparison, do not penalise
-    ref = sum(problem.reference_seconds[t.index] for t in passing)
-    spent = sum(t.seconds for t in passing)
-    ratio = 1.0 if spent <= 0 else min(1.0, ref / spent)
+    ref = sum(max(RUNTIME_FLOOR_S, problem.reference_seconds[t.index]) for t in passing)
+    spent = sum(max(RUNTIME_FLOOR_S, t.seconds) for t in passing)
+    ratio = min(1.0, ref / spent)
     return math.floor(ratio / RUNTIME_STEP + 1e-9) * RUNTIME_STEP
 
 

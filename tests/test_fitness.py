@@ -63,7 +63,7 @@ def test_runtime_relative_and_zero_when_nothing_passes(gcd_judge):
     p = gcd_judge.problem("gcd")
     n = len(p.tests)
     slow = TestOutcome("g", "gcd", CandidateStatus.OK, tuple(
-        TestResult(i, TS.PASS, p.reference_seconds[i] * 4) for i in range(n)))
+        TestResult(i, TS.PASS, max(0.005, p.reference_seconds[i]) * 4) for i in range(n)))
     assert fitness.runtime_score(slow, p) == pytest.approx(0.25)
     none = TestOutcome("g", "gcd", CandidateStatus.OK, tuple(
         TestResult(i, TS.FAIL, 0.001) for i in range(n)))
