@@ -32,7 +32,8 @@ from coral import sandbox_codec as codec
 from coral.sandbox_guard import install_guard
 
 # Pre-imported so candidates do not pay for them (most QuixBugs programs use these).
-import bisect, collections, copy, functools, heapq, itertools, math, random, re, string  # noqa: E401,F401,E402,E501
+PRELOADED = tuple(__import__(m) for m in ("bisect", "collections", "copy", "functools", "heapq",
+                                          "itertools", "math", "random", "re", "string"))
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
@@ -301,7 +302,8 @@ def supervise(req: dict, root: str) -> dict:
                         phase, limit_end = "done", now + req["load_limit_s"]
                 elif phase == "done":
                     if kind == "end":
-                        resp["output"] = str(msg.get("output", ""))[:req["limits"]["max_output_bytes"] + 64]
+                        cap = req["limits"]["max_output_bytes"] + 64
+                        resp["output"] = str(msg.get("output", ""))[:cap]
                     break
                 else:
                     ended = (kind, msg)
