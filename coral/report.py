@@ -49,7 +49,9 @@ def run_summary(path: str | Path) -> dict:
         generations = config.search.generations
     except (ConfigError, OSError):  # a summary of a half-written run dir still helps
         pools, generations = {"adapter": 1, "generate": 1, "judge": 1}, None
-    busy = {"adapter": sum(e["seconds"] for e in adapters if e["outcome"] == "trained"),
+    # An adapter's seconds are its wait (queue + training), so overlapping waits are merged.
+    busy = {"adapter": _union_seconds([(e["time"] - e["seconds"], e["time"]) for e in adapters
+                                       if e["outcome"] == "trained"]),
             "generate": sum(e["seconds"] for e in generated),
             "judge": sum(e["seconds"] for e in judged)}
     running = (not ended and live is not None and time.time() - live["time"] < _LIVE_STALE_S)
@@ -78,6 +80,16 @@ def run_summary(path: str | Path) -> dict:
         "history": [{k: h[k] for k in ("generation", "best_display", "median_display",
                                        "cache_hit_rate", "seconds")} for h in history],
     }
+
+
+def _union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by possibly overlapping intervals."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
 
 
 def _segment_wall(events: list[dict], start: int, end: int) -> float:
