@@ -14,7 +14,7 @@ from coral.training import Trainer, lora_config, train_seed
 
 # Few short steps at a high learning rate: enough for the loss of a random model to drop
 # clearly, small enough that the file runs in seconds on 2 cores.
-TCFG = TrainingConfig(steps=8, learning_rate=2e-2, batch_size=2, max_length=160, examples=16)
+TCFG = TrainingConfig(steps=6, learning_rate=2e-2, batch_size=2, max_length=128, examples=16)
 LORA = HeavyGenes(r=4, lora_alpha=8.0, lora_dropout=0.0, target_modules=("q_proj", "v_proj"),
                   use_dora=False)
 DORA = HeavyGenes(r=8, lora_alpha=16.0, lora_dropout=0.05,
@@ -44,11 +44,18 @@ def test_train_seed_is_stable():
     assert train_seed("abc", 0) == train_seed("abc", 0) != train_seed("abc", 1)
 
 
-@pytest.mark.parametrize("genes", [LORA, DORA], ids=["lora", "dora"])
-def test_adapter_learns_and_base_is_restored(trainer, base_state, tmp_path, genes):
-    store = DirectoryStore(tmp_path / "adapters")
-    key = trainer.key(genes)
-    ref = trainer.train_into(store, genes, key)
+@pytest.fixture(scope="module")
+def trained(trainer, base_state, tmp_path_factory):
+    """LoRA and DoRA adapters trained once into one store: {name: (store, genes, ref)}."""
+    store = DirectoryStore(tmp_path_factory.mktemp("adapters"))
+    return {name: (store, genes, trainer.train_into(store, genes, trainer.key(genes)))
+            for name, genes in (("lora", LORA), ("dora", DORA))}
+
+
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_adapter_learns_and_meta_is_complete(trainer, trained, name):
+    store, genes, ref = trained[name]
+    key = ref.key
     meta = json.loads((store.local_path(key) / "coral.json").read_text())
     # learning: the fixed probe batch's loss drops, and so does the running loss
     assert meta["probe_loss_after"] < meta["probe_loss_before"] - 0.05
@@ -60,24 +67,25 @@ def test_adapter_learns_and_base_is_restored(trainer, base_state, tmp_path, gene
     assert ref.use_dora is genes.use_dora and store.verify(key)
     adapter_cfg = json.loads((store.local_path(key) / "adapter_config.json").read_text())
     assert adapter_cfg["use_dora"] is genes.use_dora and adapter_cfg["r"] == genes.r
-    # the resident base model is bare again and bit-identical
+
+
+def test_base_model_is_bare_and_unchanged_after_training(trainer, base_state, trained):
     state = trainer.model.state_dict()
     assert set(state) == set(base_state)
     assert all(torch.equal(state[k], base_state[k]) for k in base_state)
     assert not hasattr(trainer.model, "peft_config")
 
 
-def test_same_key_trains_the_same_adapter(trainer, tmp_path):
-    a = trainer.train_into(DirectoryStore(tmp_path / "a"), LORA, trainer.key(LORA))
-    b = trainer.train_into(DirectoryStore(tmp_path / "b"), LORA, trainer.key(LORA))
-    assert a.checksum == b.checksum
+def test_same_key_trains_the_same_adapter(trainer, trained, tmp_path):
+    _, _, first = trained["lora"]
+    again = trainer.train_into(DirectoryStore(tmp_path), LORA, trainer.key(LORA))
+    assert again.checksum == first.checksum
 
 
-def test_stored_adapter_loads_with_peft(trainer, tmp_path):
+def test_stored_adapter_loads_with_peft(trainer, trained):
     from peft import PeftModel
 
-    store = DirectoryStore(tmp_path)
-    ref = trainer.train_into(store, LORA, trainer.key(LORA))
+    _, _, ref = trained["dora"]
     wrapped = PeftModel.from_pretrained(trainer.model, ref.uri)
     try:
         ids = torch.tensor([[1, 2, 3, 4]])
