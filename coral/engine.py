@@ -211,20 +211,19 @@ class Engine:
                             **{k: self.genomes[x.id][k] for k in ("scores", "fixed", "display",
                                                                   "knobs", "key")},
                             "heavy": self.genomes[x.id]["genome"]["heavy"]} for x, v in pop]})
-        self.rundir.write_json("best.json", self.best(evo))
+        self.rundir.write_json("best.json", self.ranked(evo)[0])
 
-    def best(self, evo: Evolution, k: int = 1) -> Any:
-        """The best survivor(s): most problems fixed, then display score, then NSGA-II order."""
+    def ranked(self, evo: Evolution) -> list[dict]:
+        """Survivors best first: most problems fixed, then display score, then NSGA-II order."""
         pop = [x for x, _ in evo.population]
         ranked = sorted(range(len(pop)), key=lambda i: (-len(self.genomes[pop[i].id]["fixed"]),
                                                          -self.genomes[pop[i].id]["display"], i))
-        recs = [dict(self.genomes[pop[i].id], id=pop[i].id) for i in ranked[:k]]
-        return recs[0] if k == 1 else recs
+        return [dict(self.genomes[pop[i].id], id=pop[i].id) for i in ranked]
 
     # ------------------------------------------------------------------ held-out check
     def _held_out(self, evo: Evolution, t_start: float) -> None:
         """Re-score the top genomes on held-out problems (never used for selection)."""
-        top = self.best(evo, k=min(self.cfg.run.held_out_top_k, len(evo.population)))
+        top = self.ranked(evo)[: self.cfg.run.held_out_top_k]
         by_id = {x.id: x for x, _ in evo.population}
         genomes = [by_id[r["id"]] for r in top]
         verdicts = self.evaluate(genomes, self.held_out, evo.generation, HELDOUT, {})
