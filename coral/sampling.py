@@ -66,18 +66,19 @@ class RowTemperature(LogitsProcessor):
 
 
 class RowTopK(LogitsProcessor):
-    """Keep each row's k highest logits (ties broken by token id, so it is deterministic)."""
+    """Keep each row's k highest logits (ties at the k-th value kept, as in transformers)."""
 
     def __init__(self, top_ks: Sequence[int]) -> None:
         self.top_k = torch.tensor([max(1, int(k)) for k in top_ks])[:, None]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        """Logits with all but the top k of each row set to -inf."""
+        """Logits below each row's k-th largest set to -inf."""
         scores = scores.float()
-        order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(
-            1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
-        return scores.masked_fill(rank >= self.top_k.to(scores.device), float("-inf"))
+        k = self.top_k.to(scores.device).clamp(max=scores.shape[1])
+        # topk of the largest k in the batch, not a full sort: the vocabulary is ~50k wide.
+        top = torch.topk(scores, int(k.max()), dim=-1).values
+        kth = top.gather(1, k - 1)
+        return scores.masked_fill(scores < kth, float("-inf"))
 
 
 class RowTopP(LogitsProcessor):
@@ -91,12 +92,15 @@ class RowTopP(LogitsProcessor):
         scores = scores.float()
         if bool((self.top_p >= 1.0).all()):
             return scores
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=True, stable=True)
-        probs = sorted_scores.softmax(dim=-1)
+        # Only finite logits can be in a nucleus; after top-k that is a few dozen, so sorting
+        # just those (topk) is exact and far cheaper than sorting the whole vocabulary.
+        width = max(1, int(torch.isfinite(scores).sum(dim=-1).max()))
+        top, order = torch.topk(scores, width, dim=-1, sorted=True)
+        probs = top.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-        drop_sorted = before >= self.top_p.to(scores.device)
-        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
-        return scores.masked_fill(drop, float("-inf"))
+        keep_sorted = before < self.top_p.to(scores.device)
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, keep_sorted)
+        return scores.masked_fill(~keep, float("-inf"))
 
 
 class RowSampler(LogitsProcessor):
