@@ -64,6 +64,10 @@ class CacheActor:
         """The stored, verified adapter of `key`, or None (never trains)."""
         return self.index.lookup(key)
 
+    async def training_actors(self) -> list:
+        """Handles of the training actors this cache sends misses to."""
+        return list(self.trainers)
+
     async def stats(self) -> dict:
         """Counters (hits, misses, joins, trainings, failures, corrupt) and index size."""
         return dict(self.index.stats(), inflight=len(self.inflight))
@@ -112,6 +116,8 @@ def make_cache(cfg: Config, store_root: Optional[str] = None, pool=None) -> "ray
     from actors.training_pool import TrainingPool
 
     root = str(store_from_config(cfg, store_root).root)
+    # The cache actor holds the only other handles to the training actors, which keeps them
+    # alive after the driver drops `pool`; killing the cache actor releases them.
     pool = pool or TrainingPool(cfg, root)
     # The cache only coordinates: no CPU reserved, so it never competes with the pools.
     actor_cls = ray.remote(CacheActor).options(

@@ -71,9 +71,10 @@ class TrainingPool:
 
     def __init__(self, cfg: Config, store_root: Optional[str] = None) -> None:
         self.cfg = cfg
-        cfg_ref = ray.put(cfg)
+        # The config is passed inline (it is small): an argument held in the object store
+        # could be gone by the time Ray restarts a crashed actor.
         actor_cls = ray.remote(TrainingWorker).options(**actor_options(cfg))
-        self.actors = [actor_cls.remote(cfg_ref, store_root)
+        self.actors = [actor_cls.remote(cfg, store_root)
                        for _ in range(cfg.ray.training_pool.size)]
         self._in_flight: list[list["ray.ObjectRef"]] = [[] for _ in self.actors]
 

@@ -180,7 +180,8 @@ def _nodes(fn: ast.FunctionDef, kind: type) -> list:
 def _local_names(fn: ast.FunctionDef) -> list[str]:
     """Parameters and assigned names of the function, sorted (candidates for a wrong name)."""
     names = {a.arg for a in fn.args.args + fn.args.kwonlyargs + fn.args.posonlyargs}
-    names |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    names |= {n.id for n in ast.walk(fn)
+              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     return sorted(names)
 
 

@@ -48,7 +48,7 @@ class AdapterStore(Protocol):
 
 
 def checksum_dir(folder: Path) -> str:
-    """sha256 over the weight files (name and content, fixed order); FileNotFoundError if one is missing."""
+    """sha256 over the weight files (names and contents); FileNotFoundError if one is missing."""
     digest = hashlib.sha256()
     for name in WEIGHT_FILES:
         digest.update(name.encode() + b"\0")

@@ -70,6 +70,7 @@ def collate(rows: list[dict], pad_id: int) -> dict:
     import torch
 
     width = max(len(r["input_ids"]) for r in rows)
+
     def padded(name: str, fill: int) -> Any:
         return torch.tensor([r[name] + [fill] * (width - len(r[name])) for r in rows])
     return {"input_ids": padded("input_ids", pad_id), "attention_mask": padded("attention_mask", 0),
@@ -125,10 +126,12 @@ class Trainer:
         while len(order) < need:
             order.extend(int(i) for i in rng.permutation(len(self.examples)))
         bs = self.tcfg.batch_size
-        return [[self.examples[i] for i in order[s * bs:(s + 1) * bs]] for s in range(self.tcfg.steps)]
+        return [[self.examples[i] for i in order[s * bs:(s + 1) * bs]]
+                for s in range(self.tcfg.steps)]
 
-    def train(self, genes: HeavyGenes, key: str, out_dir: Optional[Path] = None) -> tuple[Path, dict]:
-        """Train one adapter; save it (peft files) to `out_dir` or a temp dir; return (dir, meta)."""
+    def train(self, genes: HeavyGenes, key: str,
+              out_dir: Optional[Path] = None) -> tuple[Path, dict]:
+        """Train one adapter; save its peft files to `out_dir` or a temp dir; (dir, meta)."""
         import torch
         from peft import get_peft_model
 
@@ -150,7 +153,8 @@ class Trainer:
             torch.manual_seed(seed)
             peft_model = get_peft_model(self.model, lora_config(genes))
             try:
-                losses, before, after, trainable = self._fit(peft_model, batches, probe, device, dtype)
+                losses, before, after, trainable = self._fit(peft_model, batches, probe,
+                                                             device, dtype)
                 peft_model.save_pretrained(str(out), safe_serialization=True)
             finally:
                 # Back to the bare base model whatever happened: the next call wraps it again.

@@ -126,18 +126,34 @@ def _ray_cfg(tmp_path):
                 "max_task_retries": 1}})
 
 
+class _Identity:
+    """What the tests need of the pool: identity() and actors (the cache's own trainers)."""
+
+    def __init__(self, cfg, actors) -> None:
+        from coral.model import resolve
+        from coral.training import data_version
+
+        self.actors = actors
+        self._identity = (resolve(cfg.model).name, data_version(cfg.training))
+
+    def identity(self) -> tuple[str, str]:
+        """(base model name, data version) computed on the driver."""
+        return self._identity
+
+
 @pytest.fixture(scope="module")
 def ray_cache(ray_local, tmp_path_factory):
-    """(ray, cfg, TrainingPool, cache actor handle) over a fresh store."""
+    """(ray, cfg, pool view, cache actor handle) over a fresh store, built as the engine
+    does: make_cache(cfg) alone, the driver keeping no handle to the training pool."""
     from actors.cache_actor import make_cache
-    from actors.training_pool import TrainingPool
 
     cfg = _ray_cfg(tmp_path_factory.mktemp("ray"))
-    pool = TrainingPool(cfg)
-    cache = make_cache(cfg, pool=pool)
+    cache = make_cache(cfg)
+    pool = _Identity(cfg, ray_local.get(cache.training_actors.remote()))
     yield ray_local, cfg, pool, cache
     ray_local.kill(cache)
-    pool.close()
+    for actor in pool.actors:
+        ray_local.kill(actor)
 
 
 def test_ray_single_flight_persistence_and_corruption(ray_cache):
@@ -208,6 +224,8 @@ def test_adapter_key_follows_data_version(ray_cache):
 
     ray, cfg, pool, cache = ray_cache
     base_model, version = pool.identity()
+    # the training actor keys adapters with the same data version as the driver
+    assert tuple(ray.get(pool.actors[0].identity.remote())) == (base_model, version)
     assert version == data_version(cfg.training)
     other_cfg = from_dict({"training": {"steps": 2, "batch_size": 2, "max_length": 128,
                                         "examples": 8, "data_seed": 7}})
