@@ -104,6 +104,8 @@ def test_entry_rank0_runs_smoke_on_local_ray(tmp_path, quixbugs_dir, monkeypatch
     """`entry` for rank 0 of 1 starts a private head, runs the smoke config, commits, stops."""
     monkeypatch.setenv("CORAL_QUIXBUGS", str(quixbugs_dir))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # private head on 127.0.0.1: no token auth (Ray enables it once ~/.ray/auth_token exists)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     port, dash, client, ahttp, agrpc, rt, metrics, nm, om = _free_ports(9)
     ray_args = ["--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
                 f"--dashboard-port={dash}", f"--ray-client-server-port={client}",

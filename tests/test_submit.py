@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -57,6 +56,9 @@ def ray_head():
            "--temp-dir", temp_dir, "--disable-usage-stats", "--include-dashboard", "true"]
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
+    # Ray >= 2.5x turns token auth on for `ray start` once ~/.ray/auth_token exists (any local
+    # ray.init creates one); this private head listens on 127.0.0.1 only, so say "off".
+    env["RAY_AUTH_MODE"] = "disabled"
     # the job's `python` must be this venv's interpreter, as on a cluster it is the image's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log_path = Path(temp_dir) / "head.log"
@@ -73,19 +75,20 @@ def ray_head():
 
 
 def _wait_for_job_server(url: str, head: subprocess.Popen, log_path: Path) -> None:
-    """Poll the dashboard's job API until it answers (the head takes ~10-30 s)."""
-    deadline = time.monotonic() + 120
+    """Poll until a JobSubmissionClient connects (the head takes ~10-30 s)."""
+    deadline = time.monotonic() + 180
+    last: Exception | None = None
     while time.monotonic() < deadline:
         if head.poll() is not None:
             pytest.fail(f"ray head exited {head.returncode}:\n{log_path.read_text()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"job server at {url} did not come up:\n{log_path.read_text()[-4000:]}")
+            jobs.client(url)
+            return
+        except (OSError, RuntimeError) as exc:  # refused, or 404/5xx while routes register
+            last = exc
+            time.sleep(1)
+    pytest.fail(f"job server at {url} did not come up ({last!r}):\n"
+                f"{log_path.read_text()[-4000:]}")
 
 
 def _kill_group(head: subprocess.Popen) -> None:
