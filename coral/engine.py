@@ -124,7 +124,7 @@ class Engine:
                 self._generation(evo, known)
                 known = {}
             if self.cfg.run.held_out_eval and self.held_out:
-                self._held_out(evo, t_start)
+                self._held_out(evo)
             elapsed = time.perf_counter() - t_start
             self.events.write("run_ended", seconds=round(elapsed, 3),
                               wait_seconds=round(self.wait_seconds, 3),
@@ -215,13 +215,13 @@ class Engine:
 
     def ranked(self, evo: Evolution) -> list[dict]:
         """Survivors best first: most problems fixed, then display score, then NSGA-II order."""
-        pop = [x for x, _ in evo.population]
-        ranked = sorted(range(len(pop)), key=lambda i: (-len(self.genomes[pop[i].id]["fixed"]),
-                                                         -self.genomes[pop[i].id]["display"], i))
-        return [dict(self.genomes[pop[i].id], id=pop[i].id) for i in ranked]
+        recs = [dict(self.genomes[x.id], id=x.id) for x, _ in evo.population]
+        order = sorted(range(len(recs)),
+                       key=lambda i: (-len(recs[i]["fixed"]), -recs[i]["display"], i))
+        return [recs[i] for i in order]
 
     # ------------------------------------------------------------------ held-out check
-    def _held_out(self, evo: Evolution, t_start: float) -> None:
+    def _held_out(self, evo: Evolution) -> None:
         """Re-score the top genomes on held-out problems (never used for selection)."""
         top = self.ranked(evo)[: self.cfg.run.held_out_top_k]
         by_id = {x.id: x for x, _ in evo.population}

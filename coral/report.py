@@ -55,6 +55,8 @@ def run_summary(path: str | Path) -> dict:
             "generate": sum(e["seconds"] for e in generated),
             "judge": sum(e["seconds"] for e in judged)}
     running = (not ended and live is not None and time.time() - live["time"] < _LIVE_STALE_S)
+    if running and starts:  # the driver is still going: count up to now
+        wall += time.time() - events[-1]["time"]
     return {
         "run_dir": str(rd.path),
         "state": "finished" if ended else ("running" if running else "stopped"),
