@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 SEARCH, HELDOUT = "search", "heldout"
 _LIVE_EVERY_S = 2.0  # how often live.json (queue depths for `coral status`) is rewritten
+_WAIT_S = 10.0       # longest block in wait() before refreshing live.json
 
 
 class ResumeRefused(RuntimeError):
@@ -270,7 +271,8 @@ class Engine:
                 inflight[self._submit(item)] = item
             self._live(generation, phase, queue, inflight)
             t0 = time.perf_counter()
-            ready, _ = self.workers.wait(list(inflight), num_returns=1)
+            # A timeout, so live.json stays fresh while long trainings run.
+            ready, _ = self.workers.wait(list(inflight), num_returns=1, timeout=_WAIT_S)
             self.wait_seconds += time.perf_counter() - t0
             for handle in ready:
                 item = inflight.pop(handle)
