@@ -23,6 +23,23 @@ from coral.quixbugs import Problem
 log = logging.getLogger(__name__)
 
 
+def check_resources(cfg: Config) -> None:
+    """Fail fast when the pools cannot all be placed (they would wait forever otherwise)."""
+    pools = (cfg.ray.training_pool, cfg.ray.generation_pool, cfg.ray.test_pool)
+    need = {"CPU": sum(p.size * p.num_cpus for p in pools),
+            "GPU": sum(p.size * p.num_gpus for p in pools)}
+    have = ray.cluster_resources()
+    short = [f"{need[r]:g} {r}s (cluster has {have.get(r, 0):g})" for r in need
+             if need[r] > have.get(r, 0) + 1e-9]
+    if not short:
+        return
+    msg = (f"the pools (ray.training_pool, ray.generation_pool, ray.test_pool: size x "
+           f"num_cpus/num_gpus) need {' and '.join(short)}")
+    if cfg.ray.address is None:
+        raise RuntimeError(msg + "; shrink the pools or raise ray.num_cpus")
+    log.warning("%s; waiting for the autoscaler to add nodes", msg)
+
+
 class RayWorkers:
     """`coral.workers.Workers` backed by Ray actor pools built from the config."""
 
@@ -34,6 +51,7 @@ class RayWorkers:
         from coral.store import store_from_config
 
         self.cfg = cfg
+        check_resources(cfg)
         self.test_pool = TestPool(cfg, tuple(problems))
         self.problems = self.test_pool.problems        # calibrated once for the pool
         self.generation_pool = GenerationPool(cfg)
