@@ -222,17 +222,23 @@ class Judge:
                "deny_read": self._deny_read,
                "limits": {"memory_mb": sb.memory_mb, "max_output_bytes": sb.max_output_bytes,
                           "max_processes": sb.max_processes}}
-        server = self._acquire()
-        resp = server.request(req)
-        if resp is None:  # the server died under this candidate (it may have killed it)
+        # A server that dies under a candidate may have been killed from outside (e.g. the
+        # actor's process group being torn down): retry once on a fresh server, and only a
+        # second death is blamed on the candidate.
+        for attempt in (1, 2):
+            server = self._acquire()
+            resp = server.request(req)
+            if resp is not None:
+                self._release(server)
+                break
             server.close()
             with self._lock:
                 if server in self._all_servers:
                     self._all_servers.remove(server)
-            log.warning("fork server died judging %s/%s; restarting it", candidate.genome_id,
-                        problem.name)
+            log.warning("fork server died judging %s/%s (attempt %d)", candidate.genome_id,
+                        problem.name, attempt)
+        else:
             return outcome(CandidateStatus.CRASH, detail="sandbox server died")
-        self._release(server)
         if resp["status"] == "SETUP":
             raise SandboxError(f"sandbox setup failed: {resp['detail']}")
         tests = [self._verdict(i, r, problem) for i, r in enumerate(resp["tests"])]
