@@ -187,8 +187,10 @@ def plot_fitness(rd: RunDir, out: Path, baseline: Optional[RunDir] = None) -> Op
                 label=f"{run.path.name} best")
         ax.plot(gens, [h["median_display"] for h in hist], style, marker=".", c="#ff7f0e",
                 label=f"{run.path.name} median")
+    top = max(h["best_display"] for r, _ in runs for h in r.load_checkpoint()["history"])
+    ax.set_ylim(-0.01, max(0.1, top * 1.15))  # from 0: a flat line near 0 must look flat
     ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (display score)")
+    ax.set_ylabel("fitness: fraction of problems fixed\n(+ mean objective / 1000 as tie-break)")
     ax.set_xticks(sorted({h["generation"] for h in ck["history"]}))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

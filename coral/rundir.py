@@ -52,6 +52,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared/read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
