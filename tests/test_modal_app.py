@@ -114,7 +114,10 @@ def test_entry_rank0_runs_smoke_on_local_ray(tmp_path, quixbugs_dir, monkeypatch
                 f"--node-manager-port={nm}", f"--object-manager-port={om}"]
     commits = []
     temp_dir = tempfile.mkdtemp(prefix="crlm")  # short: Ray's socket paths have a length cap
-    run_dir = modal_app.entry(str(SMOKE), [f"run.runs_dir={tmp_path / 'runs'}"], rank=0,
+    # the smoke config cut to one small generation: the whole driver, about half the time
+    small = [f"run.runs_dir={tmp_path / 'runs'}", "search.generations=1",
+             "search.population_size=2", "run.held_out_eval=false"]
+    run_dir = modal_app.entry(str(SMOKE), small, rank=0,
                               world_size=1, head_address="127.0.0.1", port=port,
                               temp_dir=temp_dir, ray_args=ray_args, join_timeout_s=120,
                               commit=lambda: commits.append(1), commit_every_s=5)
