@@ -128,7 +128,7 @@ class Generator:
             raise FileNotFoundError(f"adapter {ref.key} not found at {ref.uri!r} nor {path}")
         return path
 
-    def _ensure(self, refs: Sequence[AdapterRef]) -> None:
+    def ensure_resident(self, refs: Sequence[AdapterRef]) -> None:
         """Make the given adapters resident (loading, then evicting the least recently used)."""
         for ref in refs:
             if ref.key in self._resident:
@@ -146,22 +146,28 @@ class Generator:
             self._peft.delete_adapter(name)
             log.debug("evicted adapter %s", victim)
 
+    def activate(self, ref: AdapterRef) -> None:
+        """Make one adapter resident and active (what an adapter swap costs)."""
+        self.ensure_resident([ref])
+        self._peft.set_adapter(self._resident[ref.key])
+
     def _load(self, ref: AdapterRef) -> None:
         """Load one adapter into the peft model (wrapping the base model the first time)."""
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
         path, name = self.adapter_path(ref), adapter_name(ref.key)
+        # Checked before loading: batching trusts ref.use_dora, and peft cannot drop the only
+        # adapter of a model cleanly.
+        use_dora = bool(getattr(PeftConfig.from_pretrained(str(path)), "use_dora", False))
+        if use_dora != ref.use_dora:
+            raise ValueError(f"adapter {ref.key}: ref says use_dora={ref.use_dora}, "
+                             f"its config says {use_dora}")
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
                                                    is_trainable=False)
             self._peft.eval()
         else:
             self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        use_dora = bool(getattr(self._peft.peft_config[name], "use_dora", False))
-        if use_dora != ref.use_dora:
-            self._peft.delete_adapter(name)
-            raise ValueError(f"adapter {ref.key}: ref says use_dora={ref.use_dora}, "
-                             f"its config says {use_dora}")
         self._resident[ref.key] = name
         self.adapter_loads += 1
         log.debug("loaded adapter %s from %s", ref.key, path)
@@ -199,7 +205,7 @@ class Generator:
                          dora_key: Optional[str]) -> tuple[Any, dict, Any]:
         """(model to call, extra generate kwargs, context manager) for one batch."""
         refs = list({r.adapter.key: r.adapter for r in batch if r.adapter is not None}.values())
-        self._ensure(refs)
+        self.ensure_resident(refs)
         if self._peft is None:  # no adapter ever loaded: plain base model
             return self.model, {}, contextlib.nullcontext()
         if dora_key is not None:

@@ -186,3 +186,12 @@ def test_repetition_penalty_ignores_left_padding():
     scores = torch.tensor([[2.0, 2.0, 2.0, -2.0], [2.0, 2.0, 2.0, -2.0]])
     out = RowRepetitionPenalty([2.0, 1.0], RowLayout((2, 0), 3))(ids, scores)
     assert out.tolist() == [[2.0, 2.0, 1.0, -2.0], [2.0, 2.0, 2.0, -2.0]]
+
+
+def test_use_dora_mismatch_between_ref_and_adapter_raises(adapters):
+    gen = Generator(tiny_cfg())
+    wrong = dataclasses.replace(adapters["d"], use_dora=False, key="mislabelled")
+    with pytest.raises(ValueError, match="use_dora"):
+        gen.generate([req(0, wrong)])
+    assert gen.resident == ()
+    assert gen.generate([req(0, adapters["a"])])[0].text   # the generator is still usable

@@ -1,0 +1,160 @@
+"""Benchmark of the model layer: resident vs reload, mixed batches, adapter swaps, training.
+
+Prints one JSON object per measurement and, last, one JSON object with the summary keys
+resident_vs_reload, mixed_batch_vs_sequential, adapter_swap_ms, train_seconds_per_adapter.
+Every ratio is measured side by side in this one run on the same requests.
+
+    python scripts/bench_model.py            # SmolLM2 (embedded), default TrainingConfig
+    python scripts/bench_model.py --quick    # tiny random LLaMA, under a minute
+
+Measurements:
+- train_seconds_per_adapter: coral.training.Trainer.train of one adapter at the default
+  TrainingConfig (3 steps with --quick; the others used below are trained with 1 step: only their shape matters).
+- resident_vs_reload: seconds per request when every request loads the base model and its
+  adapter afresh and generates alone (the original system), over seconds per request of the
+  resident Generator serving the same requests in one mixed batch (this system). The
+  unbatched ratio (resident, one request at a time) is reported too.
+- mixed_batch_vs_sequential: 8 requests over 4 LoRA adapters + the base model, one mixed
+  batch vs 8 single-request calls on the same resident Generator (adapters already loaded).
+- adapter_swap_ms: load an adapter from the store and make it active, LRU of one slot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from coral.config import Config, GenerationConfig, ModelConfig, TrainingConfig  # noqa: E402
+from coral.generation import Generator  # noqa: E402
+from coral.genome import HeavyGenes  # noqa: E402
+from coral.knobs import CheapKnobs  # noqa: E402
+from coral.messages import GenerationRequest  # noqa: E402
+from coral.store import DirectoryStore  # noqa: E402
+from coral.training import Trainer  # noqa: E402
+
+BUGGY = {
+    "gcd": "def gcd(a, b):\n    if b == 0:\n        return a\n    else:\n"
+           "        return gcd(a % b, b)\n",
+    "bitcount": "def bitcount(n):\n    count = 0\n    while n:\n        n ^= n - 1\n"
+                "        count += 1\n    return count\n",
+}
+
+
+def emit(name: str, **fields) -> dict:
+    """Print one measurement as a JSON line."""
+    row = {"measure": name, **fields}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def genes(i: int, use_dora: bool = False) -> HeavyGenes:
+    """Distinct adapter shapes."""
+    mods = (("q_proj", "v_proj"), ("q_proj", "k_proj", "v_proj", "o_proj"))[i % 2]
+    return HeavyGenes(r=(4, 8)[i % 2], lora_alpha=16.0 + i, lora_dropout=0.05,
+                      target_modules=mods, use_dora=use_dora)
+
+
+def train_adapters(cfg: Config, store: DirectoryStore, n: int) -> tuple[list, float]:
+    """One adapter at the configured TrainingConfig (timed), n-1 more with one step."""
+    trainer = Trainer(cfg.model, cfg.training)
+    first = trainer.train_into(store, genes(0), trainer.key(genes(0)))
+    seconds = store.meta(first.key)["seconds"]
+    quick = Trainer(cfg.model, dataclasses.replace(cfg.training, steps=1),
+                    loaded=(trainer.model, trainer.tokenizer, trainer.spec))
+    refs = [first] + [quick.train_into(store, genes(i), quick.key(genes(i)))
+                      for i in range(1, n)]
+    return refs, seconds
+
+
+def requests(refs, knobs: CheapKnobs, n: int = 8) -> list[GenerationRequest]:
+    """n requests cycling over the adapters and the base model, two problems."""
+    ads = list(refs) + [None]
+    names = sorted(BUGGY)
+    return [GenerationRequest(f"b{i}", f"g{i}", names[i % 2], BUGGY[names[i % 2]],
+                              ads[i % len(ads)], knobs, seed=i) for i in range(n)]
+
+
+def timed(fn) -> tuple[float, object]:
+    """(seconds, value) of one call."""
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, under a minute")
+    parser.add_argument("--base", default=None, help="model.base (default smollm2 / tiny)")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    base = args.base or ("tiny" if args.quick else "smollm2")
+    new_tokens = args.max_new_tokens or (24 if args.quick else 48)
+    # --quick trains 3 steps: even the tiny model spends seconds per step on its 49k-token head.
+    training = TrainingConfig(steps=3) if args.quick else TrainingConfig()
+    cfg = dataclasses.replace(Config(), model=ModelConfig(base=base), training=training,
+                              generation=GenerationConfig(batch_size=8, max_resident_adapters=8))
+    knobs = CheapKnobs(temperature=0.7, top_p=0.95, top_k=50, repetition_penalty=1.05,
+                       max_new_tokens=new_tokens)
+    with tempfile.TemporaryDirectory(prefix="coral-bench-") as root:
+        store = DirectoryStore(root)
+        train_s, (refs, train_seconds) = timed(lambda: train_adapters(cfg, store, 4))
+        emit("train", base=base, train_seconds_per_adapter=round(train_seconds, 3),
+             steps=cfg.training.steps, batch_size=cfg.training.batch_size,
+             max_length=cfg.training.max_length, all_adapters_seconds=round(train_s, 2))
+        reqs = requests(refs, knobs)
+
+        load_s, gen = timed(lambda: Generator(cfg))
+        gen.generate(reqs[:2])                                  # warm-up, adapters resident
+        gen.ensure_resident(refs)
+        batch_s, batched = timed(lambda: gen.generate(reqs))
+        seq_s, _ = timed(lambda: [gen.generate([r]) for r in reqs])
+        tokens = sum(r.new_tokens for r in batched)
+        mixed = emit("mixed_batch", requests=len(reqs), adapters=len(refs), new_tokens=tokens,
+                     batch_seconds=round(batch_s, 3), sequential_seconds=round(seq_s, 3),
+                     ratio=round(seq_s / batch_s, 2))
+
+        reload = reqs[:3]                                       # each one loads everything
+        reload_s, _ = timed(lambda: [Generator(cfg).generate([r]) for r in reload])
+        per_reload = reload_s / len(reload)
+        per_resident_batched = batch_s / len(reqs)
+        per_resident_alone = seq_s / len(reqs)
+        resident = emit("resident_vs_reload", base_load_seconds=round(load_s, 3),
+                        reload_seconds_per_request=round(per_reload, 3),
+                        resident_batched_seconds_per_request=round(per_resident_batched, 3),
+                        resident_alone_seconds_per_request=round(per_resident_alone, 3),
+                        ratio=round(per_reload / per_resident_batched, 2),
+                        ratio_unbatched=round(per_reload / per_resident_alone, 2))
+
+        swapper = Generator(dataclasses.replace(
+            cfg, generation=dataclasses.replace(cfg.generation, max_resident_adapters=1)))
+        swaps = []
+        for i in range(8):
+            s, _ = timed(lambda: swapper.activate(refs[i % len(refs)]))
+            swaps.append(s * 1000)
+        swap = emit("adapter_swap", swaps=len(swaps), median_ms=round(statistics.median(swaps), 2),
+                    max_ms=round(max(swaps), 2), loads=swapper.adapter_loads)
+
+    summary = {"base": base, "device": str(gen.device), "dtype": str(gen.dtype),
+               "max_new_tokens": new_tokens,
+               "resident_vs_reload": resident["ratio"],
+               "resident_vs_reload_unbatched": resident["ratio_unbatched"],
+               "mixed_batch_vs_sequential": mixed["ratio"],
+               "adapter_swap_ms": swap["median_ms"],
+               "train_seconds_per_adapter": round(train_seconds, 3),
+               "targets": {"resident_vs_reload": 20, "mixed_batch_vs_sequential": 3}}
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
