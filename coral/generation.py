@@ -162,6 +162,12 @@ class Generator:
         if use_dora != ref.use_dora:
             raise ValueError(f"adapter {ref.key}: ref says use_dora={ref.use_dora}, "
                              f"its config says {use_dora}")
+        if ref.checksum:  # a ref from the store: refuse a partial or overwritten adapter
+            from coral.store import checksum_dir
+
+            if checksum_dir(path) != ref.checksum:
+                raise ValueError(f"adapter {ref.key}: weights at {path} do not match the "
+                                 "checksum of its ref")
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
                                                    is_trainable=False)

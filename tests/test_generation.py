@@ -14,6 +14,7 @@ from coral.knobs import CheapKnobs
 from coral.messages import AdapterRef, GenerationRequest
 from coral.model import load_base
 from coral.sampling import RowLayout, RowRepetitionPenalty, RowTopK, RowTopP
+from coral.store import checksum_dir
 
 GCD = "def gcd(a, b):\n    if b == 0:\n        return a\n    else:\n        return gcd(a % b, b)\n"
 BITCOUNT = ("def bitcount(n):\n    count = 0\n    while n:\n        n ^= n - 1\n"
@@ -40,7 +41,8 @@ def make_adapter(root: Path, seed: int, dora: bool = False,
                                                   init_lora_weights=False, use_dora=dora))
     path = root / f"adapter{seed}"
     peft_model.save_pretrained(str(path))
-    return AdapterRef(key=f"key{seed}", uri=str(path), checksum="", use_dora=dora)
+    return AdapterRef(key=f"key{seed}", uri=str(path), checksum=checksum_dir(path),
+                      use_dora=dora)
 
 
 @pytest.fixture(scope="module")
@@ -188,10 +190,13 @@ def test_repetition_penalty_ignores_left_padding():
     assert out.tolist() == [[2.0, 2.0, 1.0, -2.0], [2.0, 2.0, 2.0, -2.0]]
 
 
-def test_use_dora_mismatch_between_ref_and_adapter_raises(adapters):
+def test_mislabelled_or_tampered_adapter_raises(adapters):
     gen = Generator(tiny_cfg())
     wrong = dataclasses.replace(adapters["d"], use_dora=False, key="mislabelled")
     with pytest.raises(ValueError, match="use_dora"):
         gen.generate([req(0, wrong)])
+    tampered = dataclasses.replace(adapters["a"], checksum="0" * 64, key="tampered")
+    with pytest.raises(ValueError, match="checksum"):
+        gen.generate([req(0, tampered)])
     assert gen.resident == ()
     assert gen.generate([req(0, adapters["a"])])[0].text   # the generator is still usable
