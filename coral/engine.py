@@ -183,6 +183,7 @@ class Engine:
         summary = self._summary(g, genomes, time.perf_counter() - t0)
         self.history.append(summary)
         self.events.write("generation_summary", **summary)
+        self.events.sync()  # events are durable before the checkpoint that relies on them
         self._checkpoint(evo, self.workers.cache_stats())
 
     def _summary(self, g: int, genomes: list[Genome], seconds: float) -> dict:
