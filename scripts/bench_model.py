@@ -9,7 +9,8 @@ Every ratio is measured side by side in this one run on the same requests.
 
 Measurements:
 - train_seconds_per_adapter: coral.training.Trainer.train of one adapter at the default
-  TrainingConfig (3 steps with --quick; the others used below are trained with 1 step: only their shape matters).
+  TrainingConfig (3 steps with --quick); the others used below get 1 step (only their
+  shape matters for generation timing).
 - resident_vs_reload: seconds per request when every request loads the base model and its
   adapter afresh and generates alone (the original system), over seconds per request of the
   resident Generator serving the same requests in one mixed batch (this system). The
