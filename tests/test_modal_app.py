@@ -112,18 +112,33 @@ def test_entry_rank0_runs_smoke_on_local_ray(tmp_path, quixbugs_dir, monkeypatch
                 f"--dashboard-agent-listen-port={ahttp}", f"--dashboard-agent-grpc-port={agrpc}",
                 f"--runtime-env-agent-port={rt}", f"--metrics-export-port={metrics}",
                 f"--node-manager-port={nm}", f"--object-manager-port={om}"]
-    commits = []
     temp_dir = tempfile.mkdtemp(prefix="crlm")  # short: Ray's socket paths have a length cap
     # the smoke config cut to one small generation: the whole driver, about half the time
     small = [f"run.runs_dir={tmp_path / 'runs'}", "search.generations=1",
              "search.population_size=2", "run.held_out_eval=false"]
-    run_dir = modal_app.entry(str(SMOKE), small, rank=0,
-                              world_size=1, head_address="127.0.0.1", port=port,
-                              temp_dir=temp_dir, ray_args=ray_args, join_timeout_s=120,
-                              commit=lambda: commits.append(1), commit_every_s=5)
+    # In its own interpreter, as inside a Modal container: this pytest process may already be
+    # connected to the session's local Ray, and a process can join only one Ray at a time.
+    commits = tmp_path / "commits"
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from cluster import modal_app\n"
+        "a = json.loads(sys.argv[1])\n"
+        "mark = Path(a['commits'])\n"
+        "run_dir = modal_app.entry(a['config'], a['overrides'], rank=0, world_size=1,\n"
+        "    head_address='127.0.0.1', port=a['port'], temp_dir=a['temp_dir'],\n"
+        "    ray_args=a['ray_args'], join_timeout_s=120,\n"
+        "    commit=lambda: mark.open('a').write('1'), commit_every_s=5)\n"
+        "print('RUN_DIR=' + str(run_dir))\n")
+    args = {"config": str(SMOKE), "overrides": small, "port": port, "temp_dir": temp_dir,
+            "ray_args": ray_args, "commits": str(commits)}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(args)], cwd=REPO,
+                         capture_output=True, text=True, timeout=480, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = Path(out.stdout.strip().splitlines()[-1].removeprefix("RUN_DIR="))
     assert run_dir == tmp_path / "runs" / "smoke"
     for name in ("checkpoint.json", "events.jsonl", "best.json"):
         assert (run_dir / name).is_file(), name
-    assert commits, "the Volume was never committed"
+    assert commits.is_file() and commits.read_text(), "the Volume was never committed"
     with pytest.raises(OSError):  # the head is gone
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
