@@ -28,6 +28,7 @@ from typing import Iterator, Optional, Sequence, Union
 import ray
 from ray.exceptions import RayActorError
 
+from actors.pool import actor_options
 from coral.config import Config, SandboxConfig
 from coral.messages import Candidate, TestOutcome
 from coral.quixbugs import Problem, load_problems, resolve_path, select
@@ -97,9 +98,8 @@ class TestPool:
             problems = ray.get(task.remote(problems, cfg.sandbox, dataset_dir))
         self.problems: tuple[Problem, ...] = tuple(problems)
         self._problems_ref = ray.put(self.problems)
-        actor_cls = ray.remote(TestWorker).options(
-            num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_restarts=cfg.ray.max_restarts,
-            max_task_retries=cfg.ray.max_task_retries)
+        # The problems' ObjectRef stays held by this pool, so a restarted actor can re-read it.
+        actor_cls = ray.remote(TestWorker).options(**actor_options(cfg, opts))
         self.actors = [actor_cls.remote(self._problems_ref, cfg.sandbox, dataset_dir)
                        for _ in range(opts.size)]
         self._next = itertools.cycle(range(len(self.actors)))

@@ -23,6 +23,7 @@ from typing import Optional
 
 import ray
 
+from actors.pool import LeastLoaded
 from coral.config import Config
 from coral.genome import HeavyGenes
 from coral.messages import AdapterRef
@@ -59,46 +60,17 @@ class TrainingWorker:
         return {"trained": self.trained, "pid": os.getpid()}
 
 
-def actor_options(cfg: Config) -> dict:
-    """Ray options of a training actor: resources and fault tolerance from the config."""
-    opts = cfg.ray.training_pool
-    return {"num_cpus": opts.num_cpus, "num_gpus": opts.num_gpus,
-            "max_restarts": cfg.ray.max_restarts, "max_task_retries": cfg.ray.max_task_retries}
-
-
-class TrainingPool:
+class TrainingPool(LeastLoaded):
     """`cfg.ray.training_pool.size` TrainingWorker actors; work goes to the least loaded."""
 
     def __init__(self, cfg: Config, store_root: Optional[str] = None) -> None:
         self.cfg = cfg
-        # The config is passed inline (it is small): an argument held in the object store
-        # could be gone by the time Ray restarts a crashed actor.
-        actor_cls = ray.remote(TrainingWorker).options(**actor_options(cfg))
-        self.actors = [actor_cls.remote(cfg, store_root)
-                       for _ in range(cfg.ray.training_pool.size)]
-        self._in_flight: list[list["ray.ObjectRef"]] = [[] for _ in self.actors]
-
-    def _least_loaded(self) -> int:
-        """Index of the actor with the fewest unfinished trainings (lowest index on ties)."""
-        for i, refs in enumerate(self._in_flight):
-            if refs:
-                _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
-                self._in_flight[i] = pending
-        return min(range(len(self.actors)), key=lambda i: len(self._in_flight[i]))
+        super().__init__(TrainingWorker, cfg, cfg.ray.training_pool, cfg, store_root)
 
     def submit(self, genes: HeavyGenes, key: str) -> "ray.ObjectRef":
         """ObjectRef of the AdapterRef of `genes`, trained and stored by one actor."""
-        i = self._least_loaded()
-        ref = self.actors[i].train_into.remote(genes, key)
-        self._in_flight[i].append(ref)
-        return ref
+        return self.call("train_into", genes, key)
 
     def identity(self) -> tuple[str, str]:
         """(base model name, data version) of the first actor (all load the same config)."""
         return tuple(ray.get(self.actors[0].identity.remote()))
-
-    def close(self) -> None:
-        """Kill the actors (their models go with them)."""
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-        self.actors, self._in_flight = [], []

@@ -28,7 +28,7 @@ import torch
 from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model import load_base
-from coral.prompts import _truncate_prompt, build_prompt
+from coral.prompts import truncate_prompt, build_prompt
 from coral.sampling import RowLayout, row_processors
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Generator:
             if len(ids) > self.gen.max_prompt_tokens:
                 log.warning("prompt of %s has %d tokens; cut to %d", req.problem, len(ids),
                             self.gen.max_prompt_tokens)
-            rows.append(_truncate_prompt(ids, self.gen.max_prompt_tokens))
+            rows.append(truncate_prompt(ids, self.gen.max_prompt_tokens))
         width = max(len(r) for r in rows)
         pad_id = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])

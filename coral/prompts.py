@@ -49,7 +49,7 @@ def eos_text(tokenizer: Any) -> str:
     return tokenizer.eos_token or ""
 
 
-def _truncate_prompt(ids: list[int], budget: int) -> list[int]:
+def truncate_prompt(ids: list[int], budget: int) -> list[int]:
     """Cut a too-long prompt in the middle: the head holds the instruction, the tail the end
     of the code and the assistant turn that the answer must follow."""
     if len(ids) <= budget:
@@ -74,7 +74,7 @@ def encode_example(tokenizer: Any, name: str, buggy: str, fixed: str, max_length
     # Keep at least a little prompt so the target is conditioned on something.
     min_prompt = min(len(prompt_ids), max(1, max_length // 4))
     target_ids = target_ids[: max_length - min_prompt]
-    prompt_ids = _truncate_prompt(prompt_ids, max_length - len(target_ids))
+    prompt_ids = truncate_prompt(prompt_ids, max_length - len(target_ids))
     input_ids = prompt_ids + target_ids
     labels = [-100] * len(prompt_ids) + target_ids
     attention = [1] * len(input_ids)

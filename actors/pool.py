@@ -1,0 +1,51 @@
+"""A fixed set of identical actors with least-loaded dispatch: what each pool is built on.
+
+Actors get their resources and fault-tolerance options from the config's pool section, so a
+killed actor is restarted by Ray (`max_restarts`) and its unfinished calls are re-run
+(`max_task_retries`). Constructor arguments are passed inline (they are small: the config and
+paths): Ray must be able to run the constructor again on restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from coral.config import Config, PoolConfig
+
+
+def actor_options(cfg: Config, pool: PoolConfig) -> dict:
+    """Ray options of one pool's actors: resources and fault tolerance from the config."""
+    return {"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus,
+            "max_restarts": cfg.ray.max_restarts, "max_task_retries": cfg.ray.max_task_retries}
+
+
+class LeastLoaded:
+    """`pool.size` actors of `worker_cls`; `call` sends a method call to the least loaded one."""
+
+    def __init__(self, worker_cls: type, cfg: Config, pool: PoolConfig, *args: Any) -> None:
+        actor_cls = ray.remote(worker_cls).options(**actor_options(cfg, pool))
+        self.actors = [actor_cls.remote(*args) for _ in range(pool.size)]
+        self._in_flight: list[list["ray.ObjectRef"]] = [[] for _ in self.actors]
+
+    def _least_loaded(self) -> int:
+        """Index of the actor with the fewest unfinished calls (lowest index on ties)."""
+        for i, refs in enumerate(self._in_flight):
+            if refs:
+                _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+                self._in_flight[i] = pending
+        return min(range(len(self.actors)), key=lambda i: len(self._in_flight[i]))
+
+    def call(self, method: str, *args: Any) -> "ray.ObjectRef":
+        """Call `method(*args)` on the least-loaded actor; the ObjectRef of its result."""
+        i = self._least_loaded()
+        ref = getattr(self.actors[i], method).remote(*args)
+        self._in_flight[i].append(ref)
+        return ref
+
+    def close(self) -> None:
+        """Kill the actors for good (their models go with them)."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors, self._in_flight = [], []
