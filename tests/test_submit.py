@@ -111,6 +111,7 @@ def _kill_group(head: subprocess.Popen) -> None:
 def test_prepare_builds_job_from_config(tmp_path, monkeypatch):
     """The request ships the repo without .venv/.git/runs, joins the cluster, forwards env."""
     monkeypatch.setenv("CORAL_QUIXBUGS", "/data/Quix Bugs")
+    monkeypatch.delenv("CORAL_CACHE", raising=False)  # forwarded too when set (CI sets it)
     req = jobs.prepare(SMOKE, ["search.generations=1"], env={"EXTRA": "1"})
     assert req.run_name == "smoke"
     # the driver forwards CORAL_QUIXBUGS to its workers itself, so it is set for the driver
