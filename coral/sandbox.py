@@ -36,6 +36,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 MAX_SOURCE_CHARS = 100_000
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+_SERVER_START_ATTEMPTS = 3
 
 
 class SandboxError(RuntimeError):
@@ -119,10 +123,28 @@ class Judge:
                         server.proc.returncode)
             with self._lock:
                 self._all_servers.remove(server)
-        server = ForkServer()
+        server = self._start_server()
         with self._lock:
             self._all_servers.append(server)
         return server
+
+    @staticmethod
+    def _start_server(attempts: int = _SERVER_START_ATTEMPTS) -> ForkServer:
+        """Start a fork server, retrying a start that was killed from outside.
+
+        Seen under Ray: a server started right after its actor was restarted can be SIGKILLed
+        by Ray's clean-up of the dead actor's processes. A start that keeps failing is an
+        infrastructure error and propagates.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return ForkServer()
+            except SandboxError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("%s; retrying (%d/%d)", exc, attempt, attempts - 1)
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
     def _release(self, server: ForkServer) -> None:
         self._servers.put(server)
