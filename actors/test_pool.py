@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
 import ray
@@ -37,13 +38,27 @@ from coral.sandbox import Judge
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Shared:
+    """An ObjectRef passed inside a value, so Ray hands it over unresolved.
+
+    A restarted actor re-runs its constructor; the pool keeps the ref alive, and the actor
+    fetches the one `ray.put` copy itself (a top-level ref argument would make Ray warn that
+    the restart depends on the object store).
+    """
+
+    ref: "ray.ObjectRef"
+
+
 class TestWorker:
     """Plain class behind the actor: one Judge (fork server started lazily, in-process)."""
 
     __test__ = False
 
-    def __init__(self, problems: Sequence[Problem], sandbox: SandboxConfig,
+    def __init__(self, problems: Union[Sequence[Problem], "Shared"], sandbox: SandboxConfig,
                  dataset_dir: Optional[str] = None) -> None:
+        if isinstance(problems, Shared):
+            problems = ray.get(problems.ref)
         self.judge = Judge(problems, sandbox, dataset_dir)
 
     def pid(self) -> int:
@@ -100,7 +115,7 @@ class TestPool:
         self._problems_ref = ray.put(self.problems)
         # The problems' ObjectRef stays held by this pool, so a restarted actor can re-read it.
         actor_cls = ray.remote(TestWorker).options(**actor_options(cfg, opts))
-        self.actors = [actor_cls.remote(self._problems_ref, cfg.sandbox, dataset_dir)
+        self.actors = [actor_cls.remote(Shared(self._problems_ref), cfg.sandbox, dataset_dir)
                        for _ in range(opts.size)]
         self._next = itertools.cycle(range(len(self.actors)))
 

@@ -41,6 +41,7 @@ CHECKPOINT_VERSION = 1
 SEARCH, HELDOUT = "search", "heldout"
 _LIVE_EVERY_S = 2.0  # how often live.json (queue depths for `coral status`) is rewritten
 _WAIT_S = 10.0       # longest block in wait() before refreshing live.json
+_TEXT_CAP = 2000     # characters of a model answer kept in events when nothing was extracted
 
 
 class ResumeRefused(RuntimeError):
@@ -339,7 +340,9 @@ class Engine:
                               genome_id=cand.genome_id, problem=cand.problem,
                               status=judged.status, passed=judged.passed, total=judged.total,
                               scores=scores_to_dict(scores), seconds=round(outcome.seconds, 4),
-                              code=cand.code)
+                              code=cand.code,
+                              # why no function came out is in the answer itself
+                              **({} if cand.code else {"text": cand.raw_text[:_TEXT_CAP]}))
         self.progress.advance("judged", len(value))
         return []
 
