@@ -88,15 +88,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except cfgmod.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process)
+
+
+def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool) -> int:
+    """Run and print where the results are; exit status 2 when resume is refused."""
     from coral.engine import ResumeRefused
+
     try:
-        path = run(cfg, resume=args.resume, quiet=True if args.quiet else None,
-                   in_process=args.in_process)
+        path = run(cfg, resume=resume, quiet=True if quiet else None, in_process=in_process)
     except ResumeRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"run directory: {path}")
-    print(f"report: {path / 'report.md'}")
+    print(f"report:        {path / 'report.md'}")
     return 0
 
 

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from coral.config import ConfigError
+from coral.quixbugs import DatasetError
 
 # Order is the order shown by `coral --help`.
 COMMAND_MODULES = (
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, DatasetError, FileNotFoundError) as exc:
+        # bad input (config, data location, model path): one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

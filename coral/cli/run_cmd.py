@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,17 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     """Load the config, run through cluster.driver, print where the results are."""
     from coral import config as cfgmod
-    from coral.engine import ResumeRefused
 
     cfg = cfgmod.load(args.config, args.overrides)
-    from cluster.driver import run  # Ray is imported only by commands that use it
+    from cluster.driver import launch  # Ray is imported only by commands that use it
 
-    try:
-        path = run(cfg, resume=args.resume, quiet=True if args.quiet else None,
-                   in_process=args.in_process)
-    except ResumeRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"run directory: {path}")
-    print(f"report:        {path / 'report.md'}")
-    return 0
+    return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process)
