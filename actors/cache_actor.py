@@ -120,6 +120,9 @@ def make_cache(cfg: Config, store_root: Optional[str] = None, pool=None) -> "ray
     # alive after the driver drops `pool`; killing the cache actor releases them.
     pool = pool or TrainingPool(cfg, root)
     # The cache only coordinates: no CPU reserved, so it never competes with the pools.
+    # Ray logs once that this constructor has object-store arguments (the training actors'
+    # handles, ray-project/ray#53727): a restarted cache needs those actors alive, which
+    # they are while this cache (or the driver's pool) holds them.
     actor_cls = ray.remote(CacheActor).options(
         num_cpus=0, max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries)
     return actor_cls.remote(root, pool.actors)

@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Shared:
-    """An ObjectRef passed inside a value, so Ray hands it over unresolved.
+    """The problems' ObjectRef, passed inside a value so Ray hands it over unresolved.
 
-    A restarted actor re-runs its constructor; the pool keeps the ref alive, and the actor
-    fetches the one `ray.put` copy itself (a top-level ref argument would make Ray warn that
-    the restart depends on the object store).
+    Every call carries it and the actor fetches the one `ray.put` copy on first use. Actor
+    constructors take only small values: Ray re-runs a constructor on restart but does not pin
+    object-store arguments for that (ray-project/ray#53727), while a retried call brings its
+    own ref along.
     """
 
     ref: "ray.ObjectRef"
@@ -55,11 +56,20 @@ class TestWorker:
 
     __test__ = False
 
-    def __init__(self, problems: Union[Sequence[Problem], "Shared"], sandbox: SandboxConfig,
+    def __init__(self, problems: Optional[Sequence[Problem]], sandbox: SandboxConfig,
                  dataset_dir: Optional[str] = None) -> None:
-        if isinstance(problems, Shared):
-            problems = ray.get(problems.ref)
-        self.judge = Judge(problems, sandbox, dataset_dir)
+        self._sandbox, self._dataset_dir = sandbox, dataset_dir
+        self.judge: Optional[Judge] = None
+        if problems is not None:
+            self.judge = Judge(problems, sandbox, dataset_dir)
+
+    def _judge(self, shared: Optional[Shared]) -> Judge:
+        """The Judge, built on first use from the pool's shared problems."""
+        if self.judge is None:
+            if shared is None:
+                raise ValueError("TestWorker built without problems needs the pool's Shared ref")
+            self.judge = Judge(ray.get(shared.ref), self._sandbox, self._dataset_dir)
+        return self.judge
 
     def pid(self) -> int:
         """Process id of this worker (tests use it to see restarts)."""
@@ -67,15 +77,17 @@ class TestWorker:
 
     def calibrate(self) -> tuple[Problem, ...]:
         """Problems with reference timings measured in this worker."""
-        return self.judge.calibrate()
+        return self._judge(None).calibrate()
 
-    def judge_one(self, candidate: Candidate) -> TestOutcome:
+    def judge_one(self, candidate: Candidate, shared: Optional[Shared] = None) -> TestOutcome:
         """Judge one candidate in the sandbox."""
-        return self.judge.judge(candidate)
+        return self._judge(shared).judge(candidate)
 
-    def judge_batch(self, candidates: Sequence[Candidate]) -> list[TestOutcome]:
+    def judge_batch(self, candidates: Sequence[Candidate],
+                    shared: Optional[Shared] = None) -> list[TestOutcome]:
         """Judge candidates in order."""
-        return [self.judge.judge(c) for c in candidates]
+        judge = self._judge(shared)
+        return [judge.judge(c) for c in candidates]
 
 
 def _calibrate(problems: Sequence[Problem], sandbox: SandboxConfig,
@@ -113,9 +125,9 @@ class TestPool:
             problems = ray.get(task.remote(problems, cfg.sandbox, dataset_dir))
         self.problems: tuple[Problem, ...] = tuple(problems)
         self._problems_ref = ray.put(self.problems)
-        # The problems' ObjectRef stays held by this pool, so a restarted actor can re-read it.
+        self._shared = Shared(self._problems_ref)  # held here, so every retry can fetch it
         actor_cls = ray.remote(TestWorker).options(**actor_options(cfg, opts))
-        self.actors = [actor_cls.remote(Shared(self._problems_ref), cfg.sandbox, dataset_dir)
+        self.actors = [actor_cls.remote(None, cfg.sandbox, dataset_dir)
                        for _ in range(opts.size)]
         self._next = itertools.cycle(range(len(self.actors)))
 
@@ -125,11 +137,11 @@ class TestPool:
 
     def submit(self, candidates: Sequence[Candidate]) -> list["ray.ObjectRef"]:
         """One ObjectRef[TestOutcome] per candidate, spread over the actors."""
-        return [self._actor().judge_one.remote(c) for c in candidates]
+        return [self._actor().judge_one.remote(c, self._shared) for c in candidates]
 
     def submit_batch(self, candidates: Sequence[Candidate]) -> "ray.ObjectRef":
         """ObjectRef of the outcomes of `candidates` (same order), judged by one actor."""
-        return self._actor().judge_batch.remote(list(candidates))
+        return self._actor().judge_batch.remote(list(candidates), self._shared)
 
     def judge_iter(self, candidates: Sequence[Candidate],
                    max_in_flight: Optional[int] = None) -> Iterator[tuple[Candidate, TestOutcome]]:
@@ -141,7 +153,7 @@ class TestPool:
         while todo or pending:
             while todo and len(pending) < cap:
                 cand = todo.pop()
-                pending[self._actor().judge_one.remote(cand)] = cand
+                pending[self._actor().judge_one.remote(cand, self._shared)] = cand
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref = ready[0]
             cand = pending.pop(ref)
