@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from netutil import free_ports
 
 from coral import config as cfgmod
 
@@ -20,18 +21,6 @@ from cluster import modal_app  # noqa: E402  (needs modal for the app objects)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
-
-
-def _free_ports(n: int) -> list[int]:
-    """`n` distinct ports that are free right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_function_definition_matches_spec():
@@ -106,7 +95,7 @@ def test_entry_rank0_runs_smoke_on_local_ray(tmp_path, quixbugs_dir, monkeypatch
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # private head on 127.0.0.1: no token auth (Ray enables it once ~/.ray/auth_token exists)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    port, dash, client, ahttp, agrpc, rt, metrics, nm, om = _free_ports(9)
+    port, dash, client, ahttp, agrpc, rt, metrics, nm, om = free_ports(9)
     ray_args = ["--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
                 f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
                 f"--dashboard-agent-listen-port={ahttp}", f"--dashboard-agent-grpc-port={agrpc}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from netutil import free_ports
 
 from cluster import jobs
 from coral import config as cfgmod
@@ -29,24 +29,12 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 pytestmark = pytest.mark.submit
 
 
-def _free_ports(n: int) -> list[int]:
-    """`n` distinct ports that are free right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def ray_head():
     """Dashboard URL of a private 2-CPU Ray head; its process group is killed afterwards."""
     ray_bin = Path(sys.executable).with_name("ray")
     temp_dir = tempfile.mkdtemp(prefix="crlh")  # short: Ray's socket paths have a length cap
-    (gcs, dash, client, agent_http, agent_grpc, rt_agent, metrics, nm, om) = _free_ports(9)
+    (gcs, dash, client, agent_http, agent_grpc, rt_agent, metrics, nm, om) = free_ports(9)
     cmd = [str(ray_bin), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
            "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
            "--ray-client-server-port", str(client), "--dashboard-agent-listen-port",
