@@ -20,12 +20,6 @@ from coral import config as cfgmod
 log = logging.getLogger(__name__)
 
 
-def data_version(cfg: cfgmod.Config) -> str:
-    """Version of the adapter training set (part of every adapter key)."""
-    from coral.training import data_version as version_of
-    return version_of(cfg.training)
-
-
 def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
         in_process: bool = False, report: bool = True, workers=None) -> Path:
     """Run (or resume) a whole search; return the run directory.
@@ -38,11 +32,12 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     from coral.model import resolve
     from coral.progress import Progress
     from coral.rundir import RunDir, run_path
+    from coral.training import data_version
 
     train, held = problems_for(cfg)
     problems = (*train, *held)
     base_model = resolve(cfg.model).name
-    version = data_version(cfg)
+    version = data_version(cfg.training)  # part of every adapter key
     started = False
     own_workers = workers is None
     if workers is None:
