@@ -141,6 +141,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out: Path) -> Path:
+    """Lay out, write the PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_pareto(rd: RunDir, out: Path) -> Optional[Path]:
     """Bugfix vs each other objective: every evaluated genome, survivors, Pareto front."""
     ck, pareto = rd.load_checkpoint(), rd.read_json("pareto.json")
@@ -166,10 +174,7 @@ def plot_pareto(rd: RunDir, out: Path) -> Optional[Path]:
     axes[0].set_ylabel("bugfix (fraction of tests passed)")
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle(f"{rd.path.name}: bugfix vs the other objectives")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_fitness(rd: RunDir, out: Path, baseline: Optional[RunDir] = None) -> Optional[Path]:
@@ -195,10 +200,7 @@ def plot_fitness(rd: RunDir, out: Path, baseline: Optional[RunDir] = None) -> Op
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("fitness per generation")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_cache(rd: RunDir, out: Path) -> Optional[Path]:
@@ -226,10 +228,7 @@ def plot_cache(rd: RunDir, out: Path) -> Optional[Path]:
     ax.set_ylim(0, max(bottom) * 1.2 + 0.5)
     ax.legend(fontsize=8)
     ax.set_title("adapter cache per generation")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 # ------------------------------------------------------------------------ markdown
