@@ -37,3 +37,15 @@ def ray_local():
                  runtime_env={"env_vars": {"CORAL_QUIXBUGS": str(_quixbugs_dir())}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def smoke_config(tmp_path, quixbugs_dir):
+    """Factory: configs/smoke.yaml as a run named `name` under tmp_path, plus overrides."""
+    from coral import config as cfgmod
+
+    def load(name: str, *overrides: str, adapters: str = "adapters"):
+        return cfgmod.load("configs/smoke.yaml", [
+            f"dataset.quixbugs={quixbugs_dir}", f"run.runs_dir={tmp_path}/runs",
+            f"storage.adapters={tmp_path}/{adapters}", f"run.name={name}", *overrides])
+    return load

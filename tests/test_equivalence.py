@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cluster.driver import run
-from coral import config as cfgmod
 from coral.rundir import RunDir
 
 OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
@@ -20,12 +19,10 @@ def final_state(rd: RunDir) -> tuple:
     return pop, genomes, ck["evolution"]["rng"], held
 
 
-def test_in_process_and_ray_give_the_same_run(tmp_path, quixbugs_dir, ray_local):
+def test_in_process_and_ray_give_the_same_run(smoke_config, ray_local):
     def cfg(name):
         # Separate adapter stores: the adapters are trained once in each mode too.
-        return cfgmod.load("configs/smoke.yaml", [
-            f"dataset.quixbugs={quixbugs_dir}", f"run.runs_dir={tmp_path}/runs",
-            f"storage.adapters={tmp_path}/adapters-{name}", f"run.name={name}", *OVERRIDES])
+        return smoke_config(name, *OVERRIDES, adapters=f"adapters-{name}")
 
     local = RunDir(run(cfg("local"), resume=False, quiet=True, in_process=True, report=False))
     remote = RunDir(run(cfg("ray"), resume=False, quiet=True, report=False))

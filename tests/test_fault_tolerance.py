@@ -9,7 +9,6 @@ import ray
 
 from cluster.driver import run
 from cluster.ray_workers import RayWorkers
-from coral import config as cfgmod
 from coral.engine import problems_for
 from coral.rundir import RunDir
 
@@ -43,11 +42,9 @@ class KillingWorkers(RayWorkers):
         return ref
 
 
-def test_killed_actors_lose_nothing(tmp_path, quixbugs_dir, ray_local):
+def test_killed_actors_lose_nothing(smoke_config, ray_local):
     def cfg(name):
-        return cfgmod.load("configs/smoke.yaml", [
-            f"dataset.quixbugs={quixbugs_dir}", f"run.runs_dir={tmp_path}/runs",
-            f"storage.adapters={tmp_path}/adapters", f"run.name={name}", *OVERRIDES])
+        return smoke_config(name, *OVERRIDES)
 
     calm = RunDir(run(cfg("calm"), resume=False, quiet=True, in_process=True, report=False))
     c = cfg("killed")
