@@ -71,6 +71,11 @@ class TestOutcome:
         """Number of test cases run."""
         return len(self.tests)
 
+    @property
+    def fixed(self) -> bool:
+        """The candidate ran and passed every test case."""
+        return self.status is CandidateStatus.OK and 0 < self.passed == self.total
+
 
 @dataclass(frozen=True)
 class Scores:

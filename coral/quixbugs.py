@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from coral import sandbox_codec as codec
+from coral.messages import Candidate
 from coral.quixbugs_graphs import GRAPH_CASES, graph_spec
 
 UPSTREAM = "https://github.com/jkoppel/QuixBugs"
@@ -206,3 +207,10 @@ def outputs_match(actual: Any, expected: Any, abs_tol: Optional[float] = None,
     if isinstance(actual, (list, tuple, dict, set, float)):
         return False
     return actual == expected
+
+
+def benchmark_candidates(problems: Sequence[Problem]) -> list[Candidate]:
+    """Every reference fix (must pass), then every buggy program (must fail): the judge's
+    self-check used by `coral judge --quixbugs` and scripts/bench_judge.py."""
+    return ([Candidate("reference", p.name, p.reference_source) for p in problems]
+            + [Candidate("buggy", p.name, p.buggy_source) for p in problems])

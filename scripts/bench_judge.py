@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coral import sandbox_codec as codec  # noqa: E402
 from coral.config import SandboxConfig  # noqa: E402
-from coral.messages import Candidate, CandidateStatus  # noqa: E402
-from coral.quixbugs import load_problems, outputs_match, resolve_path, select  # noqa: E402
+from coral.messages import Candidate  # noqa: E402
+from coral.quixbugs import (  # noqa: E402
+    benchmark_candidates, load_problems, outputs_match, resolve_path, select)
 from coral.sandbox import Judge  # noqa: E402
 
 
@@ -64,11 +65,10 @@ def main() -> int:
     with Judge(problems, SandboxConfig(), dataset_dir=str(root), workers=args.workers) as judge:
         t0 = time.perf_counter()
         judge.calibrate()
-        cands = ([Candidate("reference", p.name, p.reference_source) for p in problems]
-                 + [Candidate("buggy", p.name, p.buggy_source) for p in problems])
+        cands = benchmark_candidates(problems)
         outs = judge.judge_many(cands)
         full_s = time.perf_counter() - t0
-    fixed = [o.status is CandidateStatus.OK and o.passed == o.total for o in outs]
+    fixed = [o.fixed for o in outs]
     b = {"full_benchmark_seconds": round(full_s, 2), "programs": len(problems),
          "reference_pass": sum(fixed[:len(problems)]),
          "buggy_fail": sum(not f for f in fixed[len(problems):]),

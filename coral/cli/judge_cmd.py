@@ -57,13 +57,12 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
     """Judge all reference fixes and buggy programs; exit 0 only if the judge is right."""
     from tqdm import tqdm
 
-    from coral.messages import Candidate, CandidateStatus
+    from coral.quixbugs import benchmark_candidates
 
     problems = judge.problems
     t0 = time.perf_counter()
     judge.calibrate()
-    cands = ([Candidate("reference", p.name, p.reference_source) for p in problems]
-             + [Candidate("buggy", p.name, p.buggy_source) for p in problems])
+    cands = benchmark_candidates(problems)
     outcomes = []
     with tqdm(total=len(cands), desc="judging", unit="program", file=sys.stderr,
               disable=None) as bar:
@@ -73,11 +72,10 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
     seconds = time.perf_counter() - t0
     ref_pass = buggy_fail = 0
     for cand, out in zip(cands, outcomes):
-        fixed = out.status is CandidateStatus.OK and out.passed == out.total
         if cand.genome_id == "reference":
-            ref_pass += fixed
+            ref_pass += out.fixed
         else:
-            buggy_fail += not fixed
+            buggy_fail += not out.fixed
         if not args.json:
             print(f"{cand.genome_id:9s} {cand.problem:28s} {out.status.value:16s} "
                   f"{out.passed:3d}/{out.total:<3d} {out.seconds:7.3f}s")
@@ -93,7 +91,7 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
 def _one(args: argparse.Namespace, judge) -> int:
     """Judge one candidate file against one problem; table or JSON."""
     from coral import fitness
-    from coral.messages import Candidate, CandidateStatus
+    from coral.messages import Candidate
 
     if not args.problem:
         print("error: --problem NAME is required with FILE", file=sys.stderr)
@@ -108,7 +106,7 @@ def _one(args: argparse.Namespace, judge) -> int:
     cand = Candidate("cli", problem.name, code)
     outcome = judge.judge(cand)
     scores = fitness.score(outcome, cand, judge.problem(problem.name))
-    fixed = outcome.status is CandidateStatus.OK and outcome.passed == outcome.total
+    fixed = outcome.fixed
     if not args.json:
         print(f"{problem.name}: {outcome.status.value}  {outcome.passed}/{outcome.total} passed"
               + (f"  ({outcome.detail.splitlines()[0]})" if outcome.detail else ""))
