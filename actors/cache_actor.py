@@ -1,6 +1,6 @@
 """CacheActor: the async Ray actor in front of the TrainingPool (single flight per adapter key).
 
-One actor owns the key -> AdapterRef index (coral.cache.CacheIndex over the adapter store).
+One actor owns the key -> AdapterRef index (coral.adapters.cache.CacheIndex over the adapter store).
 It is an async actor, so many `get` calls are served concurrently on one event loop: the
 first request for a missing key starts one training on the least-loaded training actor and
 parks an asyncio future under the key; later requests for that key await the same future
@@ -30,12 +30,12 @@ from typing import Optional, Sequence
 
 import ray
 
-from coral.cache import HIT, JOINED, TRAINED, CacheIndex
+from coral.adapters.cache import HIT, JOINED, TRAINED, CacheIndex
 from coral.config import Config
-from coral.genome import HeavyGenes
+from coral.search.genome import HeavyGenes
 from coral.messages import AdapterRef
-from coral.store import DirectoryStore, store_from_config
-from coral.workers import AdapterReady
+from coral.adapters.store import DirectoryStore, store_from_config
+from coral.run.workers import AdapterReady
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ constructor; adapters are loaded into each actor's LRU on demand. Actors are cre
 `max_restarts` / `max_task_retries` from `RayConfig`, so when an actor dies mid-call Ray
 restarts it (loading the base model again, the one reload a crash costs) and re-runs the call.
 Outputs do not depend on which actor serves a request or on which requests share its batch
-(coral.sampling), so Ray and in-process runs give the same texts.
+(coral.model.sampling), so Ray and in-process runs give the same texts.
 
 Driver API::
 
@@ -26,7 +26,7 @@ import ray
 
 from actors.pool import LeastLoaded
 from coral.config import Config
-from coral.generation import Generator
+from coral.model.generation import Generator
 from coral.messages import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from ray.exceptions import RayActorError
 from actors.pool import actor_options
 from coral.config import Config, SandboxConfig
 from coral.messages import Candidate, TestOutcome
-from coral.quixbugs import Problem, load_problems, resolve_path, select
-from coral.sandbox import Judge
+from coral.judge.quixbugs import Problem, load_problems, resolve_path, select
+from coral.judge.sandbox import Judge
 
 log = logging.getLogger(__name__)
 

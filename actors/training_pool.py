@@ -1,4 +1,4 @@
-"""TrainingPool: Ray actors, each holding one resident base model (a `coral.training.Trainer`).
+"""TrainingPool: Ray actors, each holding one resident base model (a `coral.model.training.Trainer`).
 
 Each actor loads the base model and the training set once, then trains one adapter per call
 and writes it into the adapter store (shared by all actors: a directory on a shared file
@@ -25,10 +25,10 @@ import ray
 
 from actors.pool import LeastLoaded
 from coral.config import Config
-from coral.genome import HeavyGenes
+from coral.search.genome import HeavyGenes
 from coral.messages import AdapterRef
-from coral.store import store_from_config
-from coral.training import Trainer
+from coral.adapters.store import store_from_config
+from coral.model.training import Trainer
 
 log = logging.getLogger(__name__)
 

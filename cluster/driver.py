@@ -2,7 +2,7 @@
 
 `run(cfg, resume=True)` connects to Ray per `cfg.ray.address` (null: a local
 `ray.init(num_cpus=cfg.ray.num_cpus)`; "auto": the cluster this process runs in, as a Ray
-job's driver does), builds the pools, runs `coral.engine.Engine` in the run directory
+job's driver does), builds the pools, runs `coral.run.engine.Engine` in the run directory
 `<run.runs_dir>/<run.name>` (resuming from its checkpoint by default), writes the report and
 returns the run directory. `coral run` and Ray jobs (cluster/jobs.py) both come through here.
 """
@@ -28,11 +28,11 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     results, no parallelism); `workers` injects ready-made workers (tests).
     """
     # Imported here so `--help` and the job-submission contract need no model stack.
-    from coral.engine import Engine, problems_for
-    from coral.model import resolve
-    from coral.progress import Progress
-    from coral.rundir import RunDir, run_path
-    from coral.training import data_version
+    from coral.run.engine import Engine, problems_for
+    from coral.model.loading import resolve
+    from coral.run.progress import Progress
+    from coral.run.rundir import RunDir, run_path
+    from coral.model.training import data_version
 
     train, held = problems_for(cfg)
     problems = (*train, *held)
@@ -42,7 +42,7 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     own_workers = workers is None
     if workers is None:
         if in_process:
-            from coral.workers import in_process_workers
+            from coral.run.workers import in_process_workers
             workers = in_process_workers(cfg, problems)
         else:
             from cluster.local import connect
@@ -60,7 +60,7 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
             from cluster.local import disconnect
             disconnect(started)
     if report:
-        from coral.report import write_report
+        from coral.run.report import write_report
         write_report(rundir.path)
     return rundir.path
 
@@ -88,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool) -> int:
     """Run and print where the results are; exit status 2 when resume is refused."""
-    from coral.engine import ResumeRefused
+    from coral.run.engine import ResumeRefused
 
     try:
         path = run(cfg, resume=resume, quiet=True if quiet else None, in_process=in_process)

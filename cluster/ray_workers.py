@@ -16,9 +16,9 @@ from typing import Any, Optional, Sequence
 import ray
 
 from coral.config import Config
-from coral.genome import HeavyGenes
+from coral.search.genome import HeavyGenes
 from coral.messages import Candidate, GenerationRequest
-from coral.quixbugs import Problem
+from coral.judge.quixbugs import Problem
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ def check_resources(cfg: Config) -> None:
 
 
 class RayWorkers:
-    """`coral.workers.Workers` backed by Ray actor pools built from the config."""
+    """`coral.run.workers.Workers` backed by Ray actor pools built from the config."""
 
     def __init__(self, cfg: Config, problems: Sequence[Problem]) -> None:
         from actors.cache_actor import make_cache
         from actors.generation_pool import GenerationPool
         from actors.test_pool import TestPool
         from actors.training_pool import TrainingPool
-        from coral.store import store_from_config
+        from coral.adapters.store import store_from_config
 
         self.cfg = cfg
         check_resources(cfg)

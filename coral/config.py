@@ -157,7 +157,7 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """Attributes: limits of the process-isolated judge (see coral/sandbox.py)."""
+    """Attributes: limits of the process-isolated judge (see coral/judge/sandbox.py)."""
 
     time_floor_s: float = _f(1.0, gt=0.0)
     time_factor: float = _f(10.0, ge=1.0)

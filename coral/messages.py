@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
-from coral.knobs import CheapKnobs
+from coral.search.knobs import CheapKnobs
 
 
 class TestStatus(str, Enum):
@@ -110,7 +110,7 @@ class AdapterRef:
 class GenerationRequest:
     """One buggy function to repair with one adapter (None = base model) and one set of knobs.
 
-    The generator turns `buggy_source` into the model's prompt with coral.prompts.build_prompt,
+    The generator turns `buggy_source` into the model's prompt with coral.model.prompts.build_prompt,
     since only it holds the tokenizer (and its chat template).
     """
 

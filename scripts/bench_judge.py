@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coral import sandbox_codec as codec  # noqa: E402
+from coral.judge import codec  # noqa: E402
 from coral.config import SandboxConfig  # noqa: E402
 from coral.messages import Candidate  # noqa: E402
-from coral.quixbugs import (  # noqa: E402
+from coral.judge.quixbugs import (  # noqa: E402
     benchmark_candidates, load_problems, outputs_match, resolve_path, select)
-from coral.sandbox import Judge  # noqa: E402
+from coral.judge.sandbox import Judge  # noqa: E402
 
 
 def unsafe_in_process(problem, code: str) -> bool:

@@ -8,7 +8,7 @@ Every ratio is measured side by side in this one run on the same requests.
     python scripts/bench_model.py --quick    # tiny random LLaMA, under a minute
 
 Measurements:
-- train_seconds_per_adapter: coral.training.Trainer.train of one adapter at the default
+- train_seconds_per_adapter: coral.model.training.Trainer.train of one adapter at the default
   TrainingConfig (3 steps with --quick); the others used below get 1 step (only their
   shape matters for generation timing).
 - resident_vs_reload: seconds per request when every request loads the base model and its
@@ -35,12 +35,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coral.config import Config, GenerationConfig, ModelConfig, TrainingConfig  # noqa: E402
-from coral.generation import Generator  # noqa: E402
-from coral.genome import HeavyGenes  # noqa: E402
-from coral.knobs import CheapKnobs  # noqa: E402
+from coral.model.generation import Generator  # noqa: E402
+from coral.search.genome import HeavyGenes  # noqa: E402
+from coral.search.knobs import CheapKnobs  # noqa: E402
 from coral.messages import GenerationRequest  # noqa: E402
-from coral.store import DirectoryStore  # noqa: E402
-from coral.training import Trainer  # noqa: E402
+from coral.adapters.store import DirectoryStore  # noqa: E402
+from coral.model.training import Trainer  # noqa: E402
 
 BUGGY = {
     "gcd": "def gcd(a, b):\n    if b == 0:\n        return a\n    else:\n"

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coral import config as cfgmod  # noqa: E402
-from coral.report import run_summary  # noqa: E402
-from coral.rundir import read_events  # noqa: E402
+from coral.run.report import run_summary  # noqa: E402
+from coral.run.rundir import read_events  # noqa: E402
 
 
 def measure(run_dir: Path, seconds: float) -> dict:

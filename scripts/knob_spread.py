@@ -1,7 +1,7 @@
 """Spread of the cheap knobs over random CA seeds: min, max and fraction at each range end.
 
     python scripts/knob_spread.py [--seeds 1000] [--seed 0]   # JSON, last line one object
-    python scripts/knob_spread.py --calibrate                 # prints coral/knobs.py's table
+    python scripts/knob_spread.py --calibrate                 # prints coral/search/knobs.py's table
 
 A knob "at an end" equals its range's low or high (ints: after rounding). The required
 property (tests/test_ca_knobs.py): span >= 80% of the range, <= 20% of seeds at either end.
@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from coral.ca import features_many
+from coral.search.ca import features_many
 from coral.config import CAConfig, KnobRanges
-from coral.genome import random_ca
-from coral.knobs import KNOBS, calibration_table, knobs_from_features
+from coral.search.genome import random_ca
+from coral.search.knobs import KNOBS, calibration_table, knobs_from_features
 
 
 def spread(n: int, seed: int, cfg: CAConfig = CAConfig(),

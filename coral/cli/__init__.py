@@ -12,7 +12,7 @@ import logging
 import sys
 
 from coral.config import ConfigError
-from coral.quixbugs import DatasetError
+from coral.judge.quixbugs import DatasetError
 
 # Order is the order shown by `coral --help`.
 COMMAND_MODULES = (

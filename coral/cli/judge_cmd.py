@@ -37,8 +37,8 @@ def _load_cfg(args: argparse.Namespace) -> cfgmod.Config:
 
 def _run(args: argparse.Namespace) -> int:
     """Dispatch to benchmark mode or single-file mode."""
-    from coral import quixbugs
-    from coral.sandbox import Judge
+    from coral.judge import quixbugs
+    from coral.judge.sandbox import Judge
 
     cfg = _load_cfg(args)
     try:
@@ -57,7 +57,7 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
     """Judge all reference fixes and buggy programs; exit 0 only if the judge is right."""
     from tqdm import tqdm
 
-    from coral.quixbugs import benchmark_candidates
+    from coral.judge.quixbugs import benchmark_candidates
 
     problems = judge.problems
     t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
 
 def _one(args: argparse.Namespace, judge) -> int:
     """Judge one candidate file against one problem; table or JSON."""
-    from coral import fitness
+    from coral.judge import fitness
     from coral.messages import Candidate
 
     if not args.problem:

@@ -21,8 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _pull(args: argparse.Namespace) -> int:
     """Convert (if needed) and print the folders."""
-    from coral import model
-
+    from coral.model import loading as model
     out = {"smollm2": str(model.pull_embedded(args.cache_dir))}
     if args.tiny:
         out["tiny"] = str(model.tiny_model_dir(args.cache_dir))
@@ -32,7 +31,8 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     """Print the resolved base model spec of a config."""
-    from coral import config, model
+    from coral import config
+    from coral.model import loading as model
 
     cfg = config.load(args.config)
     spec = model.resolve(cfg.model)

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
-    from coral.report import report_inputs, write_report
+    from coral.run.report import report_inputs, write_report
 
     missing = [k for k, ok in report_inputs(args.run_dir).items() if not ok]
     if "events.jsonl" in missing:

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     """Print the run summary as text or JSON."""
-    from coral.report import format_summary, run_summary
+    from coral.run.report import format_summary, run_summary
 
     if not (Path(args.run_dir) / "events.jsonl").exists():
         print(f"error: {args.run_dir} is not a run directory (no events.jsonl)", file=sys.stderr)

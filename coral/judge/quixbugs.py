@@ -1,0 +1,216 @@
+"""The 40 QuixBugs programs as `Problem` values: sources, signature, test cases, comparison.
+
+Data come from an upstream checkout (https://github.com/jkoppel/QuixBugs), located by
+`DatasetConfig.quixbugs` or ``$CORAL_QUIXBUGS``; nothing is copied into the project.
+31 programs have JSON input/output cases (json_testcases/); the 9 graph programs have pytest
+files whose cases are transcribed in `coral.judge.graphs`. Cases that the upstream suite
+itself skips as too slow are left out (see `SLOW_CASES`). Results are compared the way the
+upstream asserts do, made a little more tolerant: generators are consumed into lists
+(by the child), tuples and lists compare equal deeply, floats compare with a tolerance.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from coral.judge import codec
+from coral.messages import Candidate
+from coral.judge.graphs import GRAPH_CASES, graph_spec
+
+UPSTREAM = "https://github.com/jkoppel/QuixBugs"
+
+# Inputs the upstream pytest files skip (knapsack: "Takes about 4 mins to pass!" unless
+# --runslow; levenshtein: "Takes too long to pass!" always).
+SLOW_CASES = {
+    "knapsack": lambda args: args and args[0] == 6404180,
+    "levenshtein": lambda args: args == ["amanaplanacanalpanama",
+                                         "docnoteidissentafastneverpreventsafatnessidietoncod"],
+}
+
+
+class DatasetError(FileNotFoundError):
+    """The QuixBugs checkout is missing or incomplete."""
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One test: encoded inputs (wire format), optional graph spec, projection, expected."""
+
+    __test__ = False
+    index: int
+    inputs: str                    # codec JSON of the argument list
+    expected: Any
+    graph: str = ""                # JSON graph spec for Node-based programs, else ""
+    projection: str = "value"      # how the child reads the result (see coral.judge.child)
+    abs_tol: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One QuixBugs program with its reference fix, signature and test cases."""
+
+    name: str
+    function: str
+    parameters: tuple[str, ...]
+    buggy_source: str
+    reference_source: str
+    tests: tuple[TestCase, ...]
+    reference_seconds: tuple[float, ...] = ()  # per test, filled by `Judge.calibrate`
+
+
+def resolve_path(path: Optional[str | os.PathLike] = None) -> Path:
+    """The checkout: `path`, else $CORAL_QUIXBUGS; raise `DatasetError` saying how to get it."""
+    chosen = path if path else os.environ.get("CORAL_QUIXBUGS")
+    if not chosen:
+        raise DatasetError("QuixBugs location unknown: set dataset.quixbugs in the config or "
+                           f"$CORAL_QUIXBUGS to a clone of {UPSTREAM} (git clone {UPSTREAM})")
+    root = Path(chosen).expanduser().resolve()
+    for sub in ("python_programs", "correct_python_programs", "json_testcases",
+                "python_testcases"):
+        if not (root / sub).is_dir():
+            raise DatasetError(f"QuixBugs checkout {root} lacks {sub}/ (dataset.quixbugs or "
+                               f"$CORAL_QUIXBUGS must point to a clone of {UPSTREAM})")
+    return root
+
+
+def signature(source: str, function: str) -> Optional[tuple[str, ...]]:
+    """Positional parameter names of top-level `def function` in `source`, or None."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            return tuple(a.arg for a in node.args.posonlyargs + node.args.args)
+    return None
+
+
+def _encode_inputs(args: Any) -> str:
+    """Wire-encode an argument list (NodeRef placeholders become node tags)."""
+    return json.dumps(codec.encode(list(args), lambda v: v.index if isinstance(v, codec.NodeRef)
+                                   else None), separators=(",", ":"))
+
+
+def _json_cases(root: Path, name: str) -> tuple[TestCase, ...]:
+    """Cases of a JSON-tested program, minus the ones upstream skips as slow."""
+    cases = []
+    slow = SLOW_CASES.get(name, lambda args: False)
+    for line in (root / "json_testcases" / f"{name}.json").read_text().splitlines():
+        if not line.strip():
+            continue
+        args, expected = json.loads(line)
+        if not isinstance(args, list):
+            args = [args]
+        if slow(args):
+            continue
+        tol = float(args[-1]) if name == "sqrt" else None  # pytest.approx(abs=epsilon)
+        cases.append(TestCase(len(cases), _encode_inputs(args), expected, abs_tol=tol))
+    return tuple(cases)
+
+
+def _graph_cases(root: Path, name: str) -> tuple[TestCase, ...]:
+    """Transcribed cases of a graph program, checked against the upstream test count."""
+    text = (root / "python_testcases" / f"test_{name}.py").read_text()
+    upstream = len(re.findall(r"^def test\w*\(", text, flags=re.M))
+    cases = GRAPH_CASES[name]
+    if upstream != len(cases):
+        raise DatasetError(f"python_testcases/test_{name}.py has {upstream} tests, "
+                           f"{len(cases)} transcribed in coral/judge/graphs.py")
+    return tuple(TestCase(i, _encode_inputs(c.args), c.expected,
+                          json.dumps(graph_spec(c)) if c.nodes else "", c.projection)
+                 for i, c in enumerate(cases))
+
+
+def load_problems(path: Optional[str | os.PathLike] = None) -> tuple[Problem, ...]:
+    """All 40 programs (sorted by name) from a QuixBugs checkout."""
+    root = resolve_path(path)
+    problems = []
+    for file in sorted((root / "python_programs").glob("*.py")):
+        name = file.stem
+        if name == "node" or name.endswith("_test"):
+            continue
+        reference = (root / "correct_python_programs" / file.name).read_text()
+        params = signature(reference, name)
+        if params is None:
+            raise DatasetError(f"{file.name}: reference fix does not define {name}()")
+        if (root / "json_testcases" / f"{name}.json").exists():
+            tests = _json_cases(root, name)
+        elif name in GRAPH_CASES:
+            tests = _graph_cases(root, name)
+        else:
+            raise DatasetError(f"{name}: no json_testcases and no transcribed graph cases")
+        problems.append(Problem(name, name, params, file.read_text(), reference, tests))
+    return tuple(problems)
+
+
+def select(problems: Sequence[Problem], names: Sequence[str]) -> tuple[Problem, ...]:
+    """The named subset (all when `names` is empty); unknown names raise ValueError."""
+    if not names:
+        return tuple(problems)
+    by_name = {p.name: p for p in problems}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown QuixBugs problem(s): {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(by_name))})")
+    return tuple(by_name[n] for n in dict.fromkeys(names))
+
+
+def _rank(name: str, seed: int) -> str:
+    """Stable pseudo-random key of a problem name (sha256, never the salted hash())."""
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
+def split(problems: Sequence[Problem], held_out_fraction: float,
+          split_seed: int) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
+    """Deterministic (train, held_out) partition by hashed name; order of input is irrelevant."""
+    ordered = sorted(problems, key=lambda p: _rank(p.name, split_seed))
+    n_held = int(round(held_out_fraction * len(ordered)))
+    if held_out_fraction > 0 and len(ordered) > 1:
+        n_held = min(max(n_held, 1), len(ordered) - 1)
+    held = {p.name for p in ordered[:n_held]}
+    return (tuple(p for p in problems if p.name not in held),
+            tuple(p for p in problems if p.name in held))
+
+
+def outputs_match(actual: Any, expected: Any, abs_tol: Optional[float] = None,
+                  depth: int = 0) -> bool:
+    """Deep equality as upstream asserts, with tuples == lists and floats within tolerance."""
+    if depth > codec.MAX_DEPTH + 2:
+        return False
+    if isinstance(expected, float) or (isinstance(actual, float) and isinstance(expected, int)
+                                       and not isinstance(expected, bool)):
+        if isinstance(actual, bool) or not isinstance(actual, (int, float)):
+            return False
+        if math.isinf(expected) or math.isinf(actual):
+            return actual == expected
+        tol = max(1e-6 * abs(expected), abs_tol if abs_tol is not None else 1e-12)
+        return abs(actual - expected) <= tol
+    if isinstance(expected, (list, tuple)):
+        return (isinstance(actual, (list, tuple)) and len(actual) == len(expected)
+                and all(outputs_match(a, e, abs_tol, depth + 1)
+                        for a, e in zip(actual, expected)))
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or len(actual) != len(expected):
+            return False
+        return all(k in actual and outputs_match(actual[k], v, abs_tol, depth + 1)
+                   for k, v in expected.items())
+    if isinstance(expected, (set, frozenset)):
+        return isinstance(actual, (set, frozenset)) and actual == expected
+    if isinstance(actual, (list, tuple, dict, set, float)):
+        return False
+    return actual == expected
+
+
+def benchmark_candidates(problems: Sequence[Problem]) -> list[Candidate]:
+    """Every reference fix (must pass), then every buggy program (must fail): the judge's
+    self-check used by `coral judge --quixbugs` and scripts/bench_judge.py."""
+    return ([Candidate("reference", p.name, p.reference_source) for p in problems]
+            + [Candidate("buggy", p.name, p.buggy_source) for p in problems])

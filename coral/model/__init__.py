@@ -1,0 +1,1 @@
+"""The model box: base model loading, prompts, training data, adapter training, generation."""

@@ -1,0 +1,267 @@
+"""Batched multi-adapter generation on one resident base model.
+
+`Generator` loads the base model once and keeps it. Adapters are loaded by `AdapterRef` into
+peft's multi-adapter model and kept in an LRU of at most `generation.max_resident_adapters`
+(evicted with `delete_adapter`); the base model is never reloaded and adapters are never
+stacked: each row runs with exactly one adapter, or none (peft's "__base__" name).
+
+Batching: LoRA rows with different adapters (and base-model rows) share a batch through
+peft's `adapter_names=`; DoRA adapters cannot be mixed that way (peft raises "Cannot pass
+adapter_names when DoRA is enabled"), so DoRA rows are batched per adapter with that adapter
+active. Per-row knobs and seeds are applied by coral.model.sampling, so a row's output does not
+depend on the other rows of its batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from coral.config import Config
+from coral.messages import AdapterRef, GenerationRequest, GenerationResult
+from coral.model.loading import load_base
+from coral.model.prompts import truncate_prompt, build_prompt
+from coral.model.sampling import RowLayout, row_processors
+
+log = logging.getLogger(__name__)
+
+BASE = "__base__"  # peft's name for "no adapter" in adapter_names
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Indices (into the request list) of one batch, and the DoRA adapter it runs, if any."""
+
+    rows: tuple[int, ...]
+    dora_key: Optional[str] = None
+
+
+def adapter_name(key: str) -> str:
+    """A peft-safe adapter name for a store key (module dict keys may not contain dots)."""
+    return "a" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
+                 max_adapters: int) -> list[BatchPlan]:
+    """Group requests: LoRA and base rows mixed (<= max_adapters a batch), DoRA per adapter.
+
+    Rows are ordered by adapter key so that requests for one adapter run together and the
+    LRU swaps as little as possible; the order does not change any row's output.
+    """
+    lora: list[int] = []
+    dora: dict[str, list[int]] = {}
+    for i, req in enumerate(requests):
+        if req.adapter is not None and req.adapter.use_dora:
+            dora.setdefault(req.adapter.key, []).append(i)
+        else:
+            lora.append(i)
+    lora.sort(key=lambda i: ("" if requests[i].adapter is None else requests[i].adapter.key, i))
+    plans: list[BatchPlan] = []
+    rows: list[int] = []
+    keys: set[str] = set()
+    for i in lora:
+        ref = requests[i].adapter
+        new_key = ref is not None and ref.key not in keys
+        if rows and (len(rows) >= batch_size or (new_key and len(keys) >= max_adapters)):
+            plans.append(BatchPlan(tuple(rows)))
+            rows, keys = [], set()
+        rows.append(i)
+        if ref is not None:
+            keys.add(ref.key)
+    if rows:
+        plans.append(BatchPlan(tuple(rows)))
+    for key in sorted(dora):
+        idx = dora[key]
+        for start in range(0, len(idx), batch_size):
+            plans.append(BatchPlan(tuple(idx[start:start + batch_size]), dora_key=key))
+    return plans
+
+
+class Generator:
+    """The resident base model plus an LRU of adapters; turns requests into texts."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.gen = cfg.generation
+        self.model, self.tokenizer, self.spec = load_base(cfg.model)
+        self.base_loads = 1
+        self.adapter_loads = 0
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self._peft: Any = None                       # PeftModel once the first adapter loads
+        self._resident: "OrderedDict[str, str]" = OrderedDict()  # key -> peft adapter name
+        self._store: Any = None
+        self.eos_ids = self._eos_ids()
+
+    # ----------------------------------------------------------------- adapters
+
+    @property
+    def resident(self) -> tuple[str, ...]:
+        """Keys of the adapters loaded now, least recently used first."""
+        return tuple(self._resident)
+
+    def _eos_ids(self) -> tuple[int, ...]:
+        """Token ids that end an answer: the tokenizer's eos plus the model's configured ones."""
+        ids = [self.tokenizer.eos_token_id]
+        extra = getattr(self.model.generation_config, "eos_token_id", None)
+        ids += list(extra) if isinstance(extra, (list, tuple)) else [extra]
+        return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
+
+    def adapter_path(self, ref: AdapterRef) -> Path:
+        """Local folder of an adapter: its uri when that is a local folder, else the store's."""
+        uri = ref.uri[len("file://"):] if ref.uri.startswith("file://") else ref.uri
+        if uri and Path(uri).is_dir():
+            return Path(uri)
+        if self._store is None:
+            from coral.adapters.store import store_from_config  # the store is only needed for bare keys
+            self._store = store_from_config(self.cfg)
+        path = Path(self._store.local_path(ref.key))
+        if not path.is_dir():
+            raise FileNotFoundError(f"adapter {ref.key} not found at {ref.uri!r} nor {path}")
+        return path
+
+    def ensure_resident(self, refs: Sequence[AdapterRef]) -> None:
+        """Make the given adapters resident (loading, then evicting the least recently used)."""
+        for ref in refs:
+            if ref.key in self._resident:
+                self._resident.move_to_end(ref.key)
+                continue
+            if ref.status != "ready":
+                raise ValueError(f"adapter {ref.key} is not ready (status {ref.status})")
+            self._load(ref)
+        wanted = {r.key for r in refs}
+        while len(self._resident) > self.gen.max_resident_adapters:
+            victim = next(k for k in self._resident if k not in wanted)
+            name = self._resident.pop(victim)
+            if name in self._peft.active_adapters:  # peft warns when the active one goes
+                self._peft.set_adapter(next(iter(self._resident.values())))
+            self._peft.delete_adapter(name)
+            log.debug("evicted adapter %s", victim)
+
+    def activate(self, ref: AdapterRef) -> None:
+        """Make one adapter resident and active (what an adapter swap costs)."""
+        self.ensure_resident([ref])
+        self._peft.set_adapter(self._resident[ref.key])
+
+    def _load(self, ref: AdapterRef) -> None:
+        """Load one adapter into the peft model (wrapping the base model the first time)."""
+        from peft import PeftConfig, PeftModel
+
+        path, name = self.adapter_path(ref), adapter_name(ref.key)
+        # Checked before loading: batching trusts ref.use_dora, and peft cannot drop the only
+        # adapter of a model cleanly.
+        use_dora = bool(getattr(PeftConfig.from_pretrained(str(path)), "use_dora", False))
+        if use_dora != ref.use_dora:
+            raise ValueError(f"adapter {ref.key}: ref says use_dora={ref.use_dora}, "
+                             f"its config says {use_dora}")
+        if ref.checksum:  # a ref from the store: refuse a partial or overwritten adapter
+            from coral.adapters.store import checksum_dir
+
+            if checksum_dir(path) != ref.checksum:
+                raise ValueError(f"adapter {ref.key}: weights at {path} do not match the "
+                                 "checksum of its ref")
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
+                                                   is_trainable=False)
+            self._peft.eval()
+        else:
+            self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        self._resident[ref.key] = name
+        self.adapter_loads += 1
+        log.debug("loaded adapter %s from %s", ref.key, path)
+
+    # ----------------------------------------------------------------- generation
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate one text per request (same order), batching as described above."""
+        results: list[Optional[GenerationResult]] = [None] * len(requests)
+        for plan in plan_batches(requests, self.gen.batch_size, self.gen.max_resident_adapters):
+            batch = [requests[i] for i in plan.rows]
+            for i, res in zip(plan.rows, self._run_batch(batch, plan.dora_key)):
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    def _encode(self, batch: Sequence[GenerationRequest]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                   RowLayout]:
+        """Left-padded ids and mask of the batch's prompts (each cut to max_prompt_tokens)."""
+        rows = []
+        for req in batch:
+            text = build_prompt(self.tokenizer, req.problem, req.buggy_source)
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(ids) > self.gen.max_prompt_tokens:
+                log.warning("prompt of %s has %d tokens; cut to %d", req.problem, len(ids),
+                            self.gen.max_prompt_tokens)
+            rows.append(truncate_prompt(ids, self.gen.max_prompt_tokens))
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        layout = RowLayout(tuple(width - len(r) for r in rows), width)
+        return ids.to(self.device), mask.to(self.device), layout
+
+    def _adapter_context(self, batch: Sequence[GenerationRequest],
+                         dora_key: Optional[str]) -> tuple[Any, dict, Any]:
+        """(model to call, extra generate kwargs, context manager) for one batch."""
+        refs = list({r.adapter.key: r.adapter for r in batch if r.adapter is not None}.values())
+        self.ensure_resident(refs)
+        if self._peft is None:  # no adapter ever loaded: plain base model
+            return self.model, {}, contextlib.nullcontext()
+        if dora_key is not None:
+            self._peft.set_adapter(self._resident[dora_key])
+            return self._peft, {}, contextlib.nullcontext()
+        if not refs:
+            return self._peft, {}, self._peft.disable_adapter()
+        names = [BASE if r.adapter is None else self._resident[r.adapter.key] for r in batch]
+        return self._peft, {"adapter_names": names}, contextlib.nullcontext()
+
+    def _autocast(self) -> Any:
+        """bf16/fp16 autocast on CUDA (adapter weights may be fp32 next to a bf16 base)."""
+        if self.device.type == "cuda" and self.dtype in (torch.bfloat16, torch.float16):
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def _run_batch(self, batch: Sequence[GenerationRequest],
+                   dora_key: Optional[str]) -> list[GenerationResult]:
+        """Generate one batch: up to its longest row limit, then cut each row at its own."""
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        start = time.perf_counter()
+        model, extra, ctx = self._adapter_context(batch, dora_key)
+        ids, mask, layout = self._encode(batch)
+        limits = [max(1, int(r.knobs.max_new_tokens)) for r in batch]
+        processors = row_processors([r.knobs for r in batch], [r.seed for r in batch], layout,
+                                    self.eos_ids[0], self.gen.greedy)
+        # A clean config: the model's own defaults (temperature, top_p, ...) must not apply.
+        hf_cfg = HFGenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(limits),
+                                    eos_token_id=list(self.eos_ids),
+                                    pad_token_id=self.tokenizer.pad_token_id)
+        with torch.inference_mode(), self._autocast(), ctx:
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=hf_cfg,
+                                 logits_processor=processors, **extra)
+        seconds = time.perf_counter() - start
+        results = []
+        for row, (req, limit) in enumerate(zip(batch, limits)):
+            tokens = self._cut(out[row, layout.prompt_width:].tolist(), limit)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            results.append(GenerationResult(
+                request_id=req.request_id, genome_id=req.genome_id, problem=req.problem,
+                text=text, new_tokens=len(tokens), seconds=seconds / len(batch),
+                meta={"batch_size": len(batch), "batch_seconds": seconds,
+                      "adapter": None if req.adapter is None else req.adapter.key}))
+        return results
+
+    def _cut(self, tokens: list[int], limit: int) -> list[int]:
+        """A row's own tokens: up to its limit, ending at (and including) the first eos."""
+        tokens = tokens[:limit]
+        for pos, tok in enumerate(tokens):
+            if tok in self.eos_ids:
+                return tokens[:pos + 1]
+        return tokens

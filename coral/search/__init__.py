@@ -1,0 +1,1 @@
+"""The search box: genomes, the cellular automaton, cheap knobs and search strategies."""

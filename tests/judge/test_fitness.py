@@ -1,0 +1,88 @@
+"""Objectives of judged candidates (real judge on gcd) and aggregation."""
+
+from __future__ import annotations
+
+import pytest
+
+from coral.judge import fitness
+from coral.config import SandboxConfig
+from coral.messages import Candidate, CandidateStatus, Scores, TestOutcome, TestResult
+from coral.messages import TestStatus as TS
+from coral.judge.quixbugs import load_problems, select
+from coral.judge.sandbox import Judge
+
+
+@pytest.fixture(scope="module")
+def gcd_judge(quixbugs_dir):
+    problems = select(load_problems(quixbugs_dir), ["gcd"])
+    with Judge(problems, SandboxConfig(time_floor_s=0.5, candidate_timeout_s=5)) as judge:
+        judge.calibrate()
+        yield judge
+
+
+def _score(judge, code):
+    cand = Candidate("g", "gcd", code)
+    return fitness.score(judge.judge(cand), cand, judge.problem("gcd"))
+
+
+def test_reference_scores_high_and_buggy_not_fixed(gcd_judge):
+    p = gcd_judge.problem("gcd")
+    ref, bug = _score(gcd_judge, p.reference_source), _score(gcd_judge, p.buggy_source)
+    assert ref.fixed == 1.0 and ref.bugfix == 1.0 and ref.syntax == 1.0
+    assert 0.0 < ref.runtime <= 1.0 and abs(ref.runtime / 0.05 - round(ref.runtime / 0.05)) < 1e-9
+    assert bug.fixed == 0.0 and bug.bugfix < 1.0
+    assert fitness.display_score(bug) < fitness.display_score(ref)
+
+
+def test_syntax_partial_credit(gcd_judge):
+    assert _score(gcd_judge, "def gcd(a, b:\n").syntax == 0.0
+    wrong_params = _score(gcd_judge, "def gcd(x, y):\n    return 1\n")
+    assert wrong_params.syntax == 0.5 and wrong_params.fixed == 0.0
+    assert _score(gcd_judge, "def other(a, b):\n    return 1\n").syntax == 0.5
+
+
+def test_style_uses_real_linters():
+    clean = "def gcd(a, b):\n    return a if b == 0 else gcd(b, a % b)\n"
+    messy = "import os\ndef gcd(a,b):\n  x=1\n  return a if b==0 else gcd(b,a%b)\n"
+    assert fitness.style_score(clean) == 1.0
+    assert fitness.style_score(messy) < 0.5
+    assert fitness.lint_findings(messy) >= 4
+
+
+def test_security_is_ast_based_not_substring():
+    harmless = "def f(a):\n    s = 'eval exec import os subprocess'\n    return s\n"
+    assert fitness.security_score(harmless) == 1.0
+    bad = "import os\nimport subprocess\ndef f(a):\n    return eval(a)\n"
+    assert fitness.security_findings(bad) == ["import os", "import subprocess", "call eval"]
+    assert fitness.security_score(bad) == pytest.approx(0.25)
+    assert fitness.security_score("def f():\n    open('x', 'w')\n") == 0.75
+    assert fitness.security_score("def f():\n    open('x')\n") == 1.0
+
+
+def test_runtime_relative_and_zero_when_nothing_passes(gcd_judge):
+    p = gcd_judge.problem("gcd")
+    n = len(p.tests)
+    slow = TestOutcome("g", "gcd", CandidateStatus.OK, tuple(
+        TestResult(i, TS.PASS, max(0.005, p.reference_seconds[i]) * 4) for i in range(n)))
+    assert fitness.runtime_score(slow, p) == pytest.approx(0.25)
+    none = TestOutcome("g", "gcd", CandidateStatus.OK, tuple(
+        TestResult(i, TS.FAIL, 0.001) for i in range(n)))
+    assert fitness.runtime_score(none, p) == 0.0
+
+
+def test_aggregate_mean_and_fraction_fixed():
+    a = Scores(1.0, 1.0, 1.0, 1.0, 1.0, fixed=1.0)
+    b = Scores(0.5, 0.0, 1.0, 0.0, 0.5, fixed=0.0)
+    agg = fitness.aggregate([a, b])
+    assert agg == Scores(0.75, 0.5, 1.0, 0.5, 0.75, fixed=0.5)
+    assert fitness.aggregate([]).fixed == 0.0
+
+
+def test_display_never_ranks_unfixed_above_fixed():
+    worst_fixed = Scores(1.0, 0.0, 0.0, 0.0, 0.0, fixed=1.0)
+    best_unfixed = Scores(0.99, 1.0, 1.0, 1.0, 1.0, fixed=0.0)
+    assert fitness.display_score(worst_fixed) > fitness.display_score(best_unfixed)
+    # per genome: one more problem fixed out of 40 beats perfect secondary objectives
+    more = fitness.aggregate([worst_fixed] * 2 + [Scores(0, 0, 0, 0, 0, 0)] * 38)
+    fewer = fitness.aggregate([Scores(1, 1, 1, 1, 1, 1.0)] + [best_unfixed] * 39)
+    assert fitness.display_score(more) > fitness.display_score(fewer)

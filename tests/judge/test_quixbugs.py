@@ -1,0 +1,96 @@
+"""QuixBugs loading, comparison and split on the real data."""
+
+from __future__ import annotations
+
+import pytest
+
+from coral.judge import codec
+from coral.judge.quixbugs import (DatasetError, load_problems, outputs_match, resolve_path, select,
+                            signature, split)
+
+
+@pytest.fixture(scope="module")
+def problems(quixbugs_dir):
+    return load_problems(quixbugs_dir)
+
+
+def test_all_forty_loaded_with_signatures(problems):
+    assert len(problems) == 40
+    names = {p.name for p in problems}
+    assert {"breadth_first_search", "shortest_path_lengths", "topological_ordering",
+            "detect_cycle", "reverse_linked_list", "gcd"} <= names
+    gcd = next(p for p in problems if p.name == "gcd")
+    assert gcd.parameters == ("a", "b") and gcd.function == "gcd"
+    assert all(p.tests for p in problems)
+    assert "def gcd" in gcd.buggy_source and gcd.buggy_source != gcd.reference_source
+
+
+def test_upstream_slow_cases_skipped(problems):
+    by = {p.name: p for p in problems}
+    assert len(by["knapsack"].tests) == 9      # 10 upstream, 1 skipped as slow
+    assert len(by["levenshtein"].tests) == 6   # 7 upstream, 1 skipped as slow
+    assert all(codec.loads(t.inputs)[0] != 6404180 for t in by["knapsack"].tests)
+
+
+def test_graph_cases_are_data_without_answers(problems):
+    spl = next(p for p in problems if p.name == "shortest_path_length")
+    assert len(spl.tests) == 4 and spl.tests[3].expected == float("inf")
+    assert spl.tests[0].graph and "expected" not in spl.tests[0].graph
+    args = codec.loads(spl.tests[0].inputs)
+    assert isinstance(args[1], codec.NodeRef)
+
+
+def test_missing_checkout_error_names_both_and_upstream(tmp_path, monkeypatch):
+    monkeypatch.delenv("CORAL_QUIXBUGS", raising=False)
+    with pytest.raises(DatasetError, match="CORAL_QUIXBUGS.*git clone"):
+        resolve_path(None)
+    with pytest.raises(DatasetError, match="python_programs"):
+        resolve_path(tmp_path)
+
+
+def test_select_and_unknown(problems):
+    assert [p.name for p in select(problems, ["gcd", "sqrt"])] == ["gcd", "sqrt"]
+    assert len(select(problems, [])) == 40
+    with pytest.raises(ValueError, match="nope"):
+        select(problems, ["gcd", "nope"])
+
+
+def test_split_deterministic_and_order_free(problems):
+    train, held = split(problems, 0.25, 7)
+    assert len(held) == 10 and len(train) == 30
+    assert not {p.name for p in train} & {p.name for p in held}
+    train2, held2 = split(tuple(reversed(problems)), 0.25, 7)
+    assert {p.name for p in held2} == {p.name for p in held}
+    _, held3 = split(problems, 0.25, 8)
+    assert {p.name for p in held3} != {p.name for p in held}
+    assert split(problems, 0.0, 0)[1] == ()
+
+
+def test_outputs_match_normalises_like_upstream():
+    assert outputs_match([(1, 3), (1, 2)], [[1, 3], [1, 2]])
+    assert outputs_match(1.41666666, 1.4166666666666665)
+    assert outputs_match(1.45, 1.5, abs_tol=0.1) and not outputs_match(1.3, 1.5, abs_tol=0.1)
+    assert outputs_match({(0, 1): float("inf")}, {(0, 1): float("inf")})
+    assert outputs_match({(1, 2)}, {(1, 2)}) and not outputs_match([(1, 2)], {(1, 2)})
+    assert not outputs_match([1, 2], [1, 2, 3]) and not outputs_match("12", [1, 2])
+    assert not outputs_match(None, 0) and outputs_match(True, 1)
+
+
+def test_signature():
+    assert signature("def f(a, b=1):\n    pass\n", "f") == ("a", "b")
+    assert signature("def g():\n    pass\n", "f") is None
+    assert signature("def f(:\n", "f") is None
+
+
+def test_codec_round_trip_and_rejects():
+    value = [1, (2, 3), {4}, {(1, 2): "x"}, float("inf"), None, True, "s"]
+    assert codec.loads(codec.dumps(value)) == value
+    assert codec.loads(codec.dumps(x for x in range(3))) == [0, 1, 2]
+    with pytest.raises(codec.Unserialisable):
+        codec.dumps(object())
+    with pytest.raises(codec.Unserialisable):
+        codec.dumps(iter(range(10 ** 9)))
+    with pytest.raises(ValueError):
+        codec.loads('{"evil": 1}')
+    with pytest.raises(ValueError):
+        codec.loads('{"s": [[1]]}')

@@ -1,0 +1,112 @@
+"""The process-isolated judge on the real QuixBugs data: verdicts, statuses, isolation basics."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from coral.config import SandboxConfig
+from coral.messages import Candidate, CandidateStatus
+from coral.messages import TestStatus as TS
+from coral.judge.quixbugs import load_problems
+from coral.judge.sandbox import Judge
+
+FAST = SandboxConfig(time_floor_s=0.5, time_factor=10.0, candidate_timeout_s=5.0, memory_mb=512)
+
+
+@pytest.fixture(scope="module")
+def judge(quixbugs_dir):
+    with Judge(load_problems(quixbugs_dir), FAST, dataset_dir=str(quixbugs_dir), workers=2) as j:
+        yield j
+
+
+def _judge(judge, code, problem="gcd"):
+    return judge.judge(Candidate("t", problem, code))
+
+
+def test_every_reference_passes_and_every_buggy_fails(judge):
+    problems = judge.problems
+    refs = judge.judge_many([Candidate("ref", p.name, p.reference_source) for p in problems])
+    bugs = judge.judge_many([Candidate("bug", p.name, p.buggy_source) for p in problems])
+    assert [o.problem for o in refs] == [p.name for p in problems]  # input order kept
+    failing_refs = [(o.problem, o.status, o.passed, o.total) for o in refs
+                    if o.status is not CandidateStatus.OK or o.passed != o.total]
+    assert failing_refs == []
+    assert all(o.passed < o.total for o in bugs)
+    assert all(len(p.reference_seconds) == len(p.tests) for p in judge.problems)
+
+
+def test_statuses_are_data(judge):
+    assert _judge(judge, "def gcd(a, b:\n").status is CandidateStatus.SYNTAX_ERROR
+    assert _judge(judge, "def other(a, b):\n    return 1\n").status is \
+        CandidateStatus.MISSING_FUNCTION
+    crash = _judge(judge, "raise ValueError('boom')\ndef gcd(a, b):\n    return 1\n")
+    assert crash.status is CandidateStatus.CRASH and "boom" in crash.detail
+    err = _judge(judge, "def gcd(a, b):\n    return object()\n")
+    assert err.status is CandidateStatus.OK and {t.status for t in err.tests} == {TS.ERROR}
+    assert "not a plain value" in err.tests[0].detail
+    wrong = _judge(judge, "def gcd(a, b):\n    return -1\n")
+    assert {t.status for t in wrong.tests} == {TS.FAIL} and "got -1" in wrong.tests[0].detail
+
+
+def test_per_test_timeout_then_later_tests_still_run(judge):
+    p = judge.problem("gcd")
+    first = p.tests[0]
+    from coral.judge import codec
+    a, b = codec.loads(first.inputs)
+    code = ("def gcd(a, b):\n"
+            f"    if (a, b) == ({a}, {b}):\n        while True:\n            pass\n"
+            "    while b:\n        a, b = b, a % b\n    return a\n")
+    out = _judge(judge, code)
+    assert out.tests[0].status is TS.TIMEOUT
+    assert all(t.status is TS.PASS for t in out.tests[1:])
+    assert out.status is CandidateStatus.OK and out.passed == out.total - 1
+
+
+def test_candidate_budget_gives_timeout_status(quixbugs_dir):
+    cfg = SandboxConfig(time_floor_s=0.4, candidate_timeout_s=1.0)
+    with Judge(load_problems(quixbugs_dir), cfg) as j:
+        j.calibrate(["gcd"])
+        out = j.judge(Candidate("t", "gcd", "def gcd(a, b):\n    while True:\n        pass\n"))
+    assert out.status is CandidateStatus.TIMEOUT
+    assert all(t.status is TS.TIMEOUT for t in out.tests) and out.seconds < 2.0
+
+
+def test_generators_and_graph_programs(judge):
+    flat = "def flatten(arr):\n    for x in arr:\n        if isinstance(x, list):\n" \
+           "            yield from flatten(x)\n        else:\n            yield x\n"
+    assert _judge(judge, flat, "flatten").passed == len(judge.problem("flatten").tests)
+    always = "def detect_cycle(node):\n    return True\n"
+    out = _judge(judge, always, "detect_cycle")
+    assert 0 < out.passed < out.total
+
+
+def test_output_captured_and_capped(quixbugs_dir):
+    cfg = SandboxConfig(time_floor_s=0.5, max_output_bytes=1024)
+    with Judge(load_problems(quixbugs_dir), cfg) as j:
+        out = j.judge(Candidate("t", "gcd", "print('x' * 100000)\ndef gcd(a, b):\n    return 0\n"))
+    assert "[output truncated]" in out.detail and len(out.detail) < 2000
+
+
+def test_no_expected_answers_in_the_child(judge):
+    code = ("import gc\n"
+            "def gcd(a, b):\n"
+            "    hits = [o for o in gc.get_objects() if isinstance(o, dict) and\n"
+            "            ('expected' in o or 'reference_seconds' in o)]\n"
+            "    return -len(hits) - 1000\n")
+    out = _judge(judge, code)
+    assert out.tests[0].detail == "got -1000"
+
+
+def test_server_killed_between_candidates_is_replaced(quixbugs_dir):
+    with Judge(load_problems(quixbugs_dir), FAST) as j:
+        ref = Candidate("r", "gcd", j.problem("gcd").reference_source)
+        assert j.judge(ref).passed == 6
+        pid = j._all_servers[0].proc.pid
+        os.kill(pid, signal.SIGKILL)
+        j._all_servers[0].proc.wait()
+        again = j.judge(ref)
+        assert again.status is CandidateStatus.OK and again.passed == 6
+        assert j._all_servers[0].proc.pid != pid

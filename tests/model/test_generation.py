@@ -1,0 +1,202 @@
+"""Generator on the tiny LLaMA with real peft adapters: batching, adapters, per-row knobs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from coral.config import Config, GenerationConfig, ModelConfig
+from coral.model.generation import Generator, plan_batches
+from coral.search.knobs import CheapKnobs
+from coral.messages import AdapterRef, GenerationRequest
+from coral.model.loading import load_base
+from coral.model.sampling import RowLayout, RowRepetitionPenalty, RowTopK, RowTopP
+from coral.adapters.store import checksum_dir
+
+GCD = "def gcd(a, b):\n    if b == 0:\n        return a\n    else:\n        return gcd(a % b, b)\n"
+BITCOUNT = ("def bitcount(n):\n    count = 0\n    while n:\n        n ^= n - 1\n"
+            "        count += 1\n    return count\n")
+KNOBS = CheapKnobs(temperature=0.9, top_p=0.95, top_k=40, repetition_penalty=1.1,
+                   max_new_tokens=12)
+
+
+def tiny_cfg(**gen) -> Config:
+    """Default config on the tiny model with generation overrides."""
+    return dataclasses.replace(Config(), model=ModelConfig(base="tiny"),
+                               generation=GenerationConfig(**gen))
+
+
+def make_adapter(root: Path, seed: int, dora: bool = False,
+                 modules: tuple[str, ...] = ("q_proj", "v_proj")) -> AdapterRef:
+    """Save a random (non-identity) LoRA/DoRA adapter of the tiny model; return its ref."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _, _ = load_base(ModelConfig(base="tiny"))
+    torch.manual_seed(seed)
+    # init_lora_weights=False: B is random too, so the adapter really changes the outputs.
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=list(modules),
+                                                  init_lora_weights=False, use_dora=dora))
+    path = root / f"adapter{seed}"
+    peft_model.save_pretrained(str(path))
+    return AdapterRef(key=f"key{seed}", uri=str(path), checksum=checksum_dir(path),
+                      use_dora=dora)
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory) -> dict[str, AdapterRef]:
+    """Three LoRA adapters (two module sets) and one DoRA adapter."""
+    root = tmp_path_factory.mktemp("adapters")
+    wide = ("q_proj", "k_proj", "v_proj", "o_proj")
+    return {"a": make_adapter(root, 1), "b": make_adapter(root, 2, modules=wide),
+            "c": make_adapter(root, 3), "d": make_adapter(root, 4, dora=True)}
+
+
+def req(i: int, adapter, knobs: CheapKnobs = KNOBS, seed: int | None = None,
+        problem: str = "gcd", source: str = GCD) -> GenerationRequest:
+    """A request with a distinct id."""
+    return GenerationRequest(f"r{i}", f"g{i}", problem, source, adapter, knobs,
+                             seed=i if seed is None else seed)
+
+
+def mixed_requests(adapters, knobs=KNOBS) -> list[GenerationRequest]:
+    """Eight requests: base, three LoRA adapters, DoRA; two problems; varied lengths."""
+    order = [None, adapters["a"], adapters["b"], adapters["d"], adapters["c"], adapters["a"],
+             None, adapters["d"]]
+    return [req(i, ad, dataclasses.replace(knobs, max_new_tokens=6 + i),
+                problem="gcd" if i % 2 else "bitcount", source=GCD if i % 2 else BITCOUNT)
+            for i, ad in enumerate(order)]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_mixed_batch_rows_equal_running_each_alone(adapters, greedy):
+    gen = Generator(tiny_cfg(greedy=greedy))
+    reqs = mixed_requests(adapters)
+    batched = gen.generate(reqs)
+    alone = [gen.generate([r])[0] for r in reqs]
+    assert [r.request_id for r in batched] == [r.request_id for r in reqs]
+    assert [r.text for r in batched] == [r.text for r in alone]
+    assert [r.new_tokens for r in batched] == [r.new_tokens for r in alone]
+    assert all(r.text for r in batched)
+    # Adapters are applied: the same request gives different text under each adapter.
+    texts = {gen.generate([req(0, ad, seed=7)])[0].text
+             for ad in (None, adapters["a"], adapters["b"], adapters["d"])}
+    assert len(texts) == 4
+    assert gen.base_loads == 1
+
+
+def test_adapters_are_not_stacked(adapters):
+    loaded_many = Generator(tiny_cfg(greedy=True))
+    loaded_many.generate(mixed_requests(adapters))           # a, b, c, d all resident
+    fresh = Generator(tiny_cfg(greedy=True))
+    for ad in (adapters["a"], adapters["d"], None):
+        probe = [req(3, ad)]
+        assert loaded_many.generate(probe)[0].text == fresh.generate(probe)[0].text
+
+
+def test_lru_keeps_capacity_and_never_reloads_base(adapters):
+    gen = Generator(tiny_cfg(max_resident_adapters=2, batch_size=4))
+    first = gen.generate(mixed_requests(adapters))
+    assert len(gen.resident) <= 2
+    assert len(gen._peft.peft_config) <= 2                   # evicted from peft too
+    loads = gen.adapter_loads
+    assert loads >= 4                                        # four adapters, two slots
+    again = gen.generate(mixed_requests(adapters))
+    assert [r.text for r in again] == [r.text for r in first]  # eviction loses nothing
+    assert gen.adapter_loads > loads                         # it had to reload some
+    assert gen.base_loads == 1
+    # A hot adapter stays resident: no further loads.
+    gen.generate([req(0, adapters["a"])])
+    loads = gen.adapter_loads
+    gen.generate([req(1, adapters["a"]), req(2, adapters["a"])])
+    assert gen.adapter_loads == loads
+
+
+def test_plan_batches_limits_rows_and_adapters(adapters):
+    reqs = mixed_requests(adapters)
+    plans = plan_batches(reqs, batch_size=3, max_adapters=1)
+    assert sorted(i for p in plans for i in p.rows) == list(range(len(reqs)))
+    for p in plans:
+        assert len(p.rows) <= 3
+        keys = {reqs[i].adapter.key for i in p.rows if reqs[i].adapter is not None}
+        assert len(keys) <= 1
+        if p.dora_key is not None:
+            assert keys == {p.dora_key}
+        else:
+            assert not any(reqs[i].adapter and reqs[i].adapter.use_dora for i in p.rows)
+
+
+def test_per_row_knobs_and_lengths(adapters):
+    gen = Generator(tiny_cfg(greedy=False))
+    greedy = Generator(tiny_cfg(greedy=True))
+    k1 = dataclasses.replace(KNOBS, top_k=1, max_new_tokens=10)
+    hot = dataclasses.replace(KNOBS, temperature=5.0, top_p=1.0, top_k=1000, max_new_tokens=10)
+    rows = [req(0, adapters["a"], k1, seed=1), req(1, adapters["a"], hot, seed=1),
+            req(2, adapters["a"], dataclasses.replace(KNOBS, max_new_tokens=3), seed=5),
+            req(3, adapters["a"], dataclasses.replace(KNOBS, max_new_tokens=15), seed=5)]
+    out = gen.generate(rows)
+    reference = greedy.generate([dataclasses.replace(rows[0], knobs=dataclasses.replace(
+        k1, top_k=40))])[0]
+    assert out[0].text == reference.text                    # top_k=1 is greedy
+    assert out[1].text != out[0].text                       # a hot row samples elsewhere
+    assert out[2].new_tokens <= 3 and out[3].new_tokens <= 15
+    assert out[3].new_tokens > 3
+    short = gen.tokenizer(out[2].text, add_special_tokens=False)["input_ids"]
+    long = gen.tokenizer(out[3].text, add_special_tokens=False)["input_ids"]
+    assert long[:len(short) - 1] == short[:-1]              # same seed: a prefix of the longer
+
+
+def test_seeds_reproduce_and_differ(adapters):
+    gen = Generator(tiny_cfg())
+    a = gen.generate([req(0, adapters["a"], seed=11), req(1, None, seed=11)])
+    b = gen.generate([req(1, None, seed=11), req(5, adapters["b"], seed=3),
+                      req(0, adapters["a"], seed=11)])
+    assert a[0].text == b[2].text and a[1].text == b[0].text
+    c = gen.generate([req(0, adapters["a"], seed=12)])
+    assert c[0].text != a[0].text
+
+
+def test_missing_adapter_raises_not_falls_back(tmp_path):
+    gen = Generator(tiny_cfg())
+    ref = AdapterRef(key="nope", uri=str(tmp_path / "missing"), checksum="")
+    with pytest.raises(ValueError):
+        gen.generate([req(0, dataclasses.replace(ref, status="training"))])
+    pytest.importorskip("coral.adapters.store")
+    cfg = dataclasses.replace(gen.cfg, storage=dataclasses.replace(gen.cfg.storage,
+                                                                   adapters=str(tmp_path)))
+    gen.cfg, gen._store = cfg, None
+    with pytest.raises(FileNotFoundError):
+        gen.generate([req(0, ref)])
+
+
+# --------------------------------------------------------------------------- processors
+
+def test_row_top_k_and_top_p_filter_per_row():
+    scores = torch.tensor([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
+    kept = torch.isfinite(RowTopK([1, 3])(None, scores))
+    assert kept.tolist() == [[True, False, False, False], [True, True, True, False]]
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.5, 0.3, 0.15, 0.05]]).log()
+    kept = torch.isfinite(RowTopP([0.6, 0.9])(None, probs))
+    assert kept.tolist() == [[True, True, False, False], [True, True, True, False]]
+
+
+def test_repetition_penalty_ignores_left_padding():
+    pad = 0
+    ids = torch.tensor([[pad, pad, 2], [1, 2, 3]])
+    scores = torch.tensor([[2.0, 2.0, 2.0, -2.0], [2.0, 2.0, 2.0, -2.0]])
+    out = RowRepetitionPenalty([2.0, 1.0], RowLayout((2, 0), 3))(ids, scores)
+    assert out.tolist() == [[2.0, 2.0, 1.0, -2.0], [2.0, 2.0, 2.0, -2.0]]
+
+
+def test_mislabelled_or_tampered_adapter_raises(adapters):
+    gen = Generator(tiny_cfg())
+    wrong = dataclasses.replace(adapters["d"], use_dora=False, key="mislabelled")
+    with pytest.raises(ValueError, match="use_dora"):
+        gen.generate([req(0, wrong)])
+    tampered = dataclasses.replace(adapters["a"], checksum="0" * 64, key="tampered")
+    with pytest.raises(ValueError, match="checksum"):
+        gen.generate([req(0, tampered)])
+    assert gen.resident == ()
+    assert gen.generate([req(0, adapters["a"])])[0].text   # the generator is still usable
