@@ -35,7 +35,7 @@ from coral.config import Config
 from coral.search.genome import HeavyGenes
 from coral.messages import AdapterRef
 from coral.adapters.store import DirectoryStore, store_from_config
-from coral.run.workers import AdapterReady
+from coral.run.pools import AdapterReady
 
 log = logging.getLogger(__name__)
 

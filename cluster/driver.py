@@ -21,11 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
-        in_process: bool = False, report: bool = True, workers=None) -> Path:
+        in_process: bool = False, report: bool = True, pools=None) -> Path:
     """Run (or resume) a whole search; return the run directory.
 
     `in_process` runs the pools' plain classes in this process instead of Ray actors (same
-    results, no parallelism); `workers` injects ready-made workers (tests).
+    results, no parallelism); `pools` injects ready-made pools (tests).
     """
     # Imported here so `--help` and the job-submission contract need no model stack.
     from coral.run.engine import Engine, problems_for
@@ -39,23 +39,23 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     base_model = resolve(cfg.model).name
     version = data_version(cfg.training)  # part of every adapter key
     started = False
-    own_workers = workers is None
-    if workers is None:
+    own_pools = pools is None
+    if pools is None:
         if in_process:
-            from coral.run.workers import in_process_workers
-            workers = in_process_workers(cfg, problems)
+            from coral.run.pools import in_process_pools
+            pools = in_process_pools(cfg, problems)
         else:
             from cluster.local import connect
-            from cluster.ray_workers import RayWorkers
+            from cluster.ray_pools import RayPools
             started = connect(cfg.ray)
-            workers = RayWorkers(cfg, problems)
+            pools = RayPools(cfg, problems)
     rundir = RunDir(run_path(cfg))
     progress = Progress(enabled=None if quiet is None else not quiet)
     try:
-        Engine(cfg, workers, rundir, train, held, base_model, version, progress).run(resume)
+        Engine(cfg, pools, rundir, train, held, base_model, version, progress).run(resume)
     finally:
-        if own_workers:
-            workers.close()
+        if own_pools:
+            pools.close()
         if started:
             from cluster.local import disconnect
             disconnect(started)

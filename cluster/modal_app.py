@@ -11,7 +11,7 @@ a retried or resubmitted function resumes from checkpoint.json (the driver resum
 default).  `modal.Retries` restarts the whole function after an infrastructure failure.
 
 Modal's limits shape this: a clustered container takes ALL GPUs of its host (``H100:8``)
-and CPU-only clusters do not exist, so the TestPool's sandboxes run on the GPU hosts' CPUs;
+and CPU-only clusters do not exist, so the JudgePool's sandboxes run on the GPU hosts' CPUs;
 functions time out after at most 24 h (the run resumes on the next call).  With
 ``CORAL_MODAL_NODES`` > 1, adapter files written in one container reach another only when
 the Volume is committed there and reloaded here, so a multi-node run needs an adapter store
@@ -47,7 +47,7 @@ SPEC: dict = {
     "app_name": os.environ.get("CORAL_MODAL_APP", "coral"),
     "gpu": os.environ.get("CORAL_MODAL_GPU", "H100:8"),
     "nodes": int(os.environ.get("CORAL_MODAL_NODES", "1")),
-    # CPU cores and memory per container: the TestPool's sandboxes run on these CPUs, and
+    # CPU cores and memory per container: the JudgePool's sandboxes run on these CPUs, and
     # Ray is told this many (it would otherwise count the whole host's cores)
     "cpu": float(os.environ.get("CORAL_MODAL_CPU", "32")),
     "memory_mb": int(os.environ.get("CORAL_MODAL_MEMORY_MB", str(256 * 1024))),

@@ -187,7 +187,7 @@ class RayConfig:
     max_task_retries: int = _f(3, ge=-1)
     training_pool: PoolConfig = PoolConfig()
     generation_pool: PoolConfig = PoolConfig()
-    test_pool: PoolConfig = PoolConfig(size=2)
+    judge_pool: PoolConfig = PoolConfig(size=2)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Optional
 from coral.search.knobs import CheapKnobs
 
 
-class TestStatus(str, Enum):
+class CaseStatus(str, Enum):
     """Outcome of one test case of one candidate."""
 
     PASS = "PASS"
@@ -39,32 +39,32 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class TestResult:
+class CaseResult:
     """One test case's status, its wall seconds and a short detail line."""
 
     __test__ = False  # not a pytest class
     index: int
-    status: TestStatus
+    status: CaseStatus
     seconds: float = 0.0
     detail: str = ""
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class Verdict:
     """The sandbox's verdict on one candidate."""
 
     __test__ = False
     genome_id: str
     problem: str
     status: CandidateStatus
-    tests: tuple[TestResult, ...] = ()
+    tests: tuple[CaseResult, ...] = ()
     seconds: float = 0.0
     detail: str = ""
 
     @property
     def passed(self) -> int:
         """Number of test cases that passed."""
-        return sum(1 for t in self.tests if t.status is TestStatus.PASS)
+        return sum(1 for t in self.tests if t.status is CaseStatus.PASS)
 
     @property
     def total(self) -> int:

@@ -45,7 +45,7 @@ def _write(tmp_path, text):
     ("search:\n  ca:\n    steps_min: 9\n    steps_max: 3\n", r"search\.ca\.steps_min: must be <= steps_max \(3\), got 9"),
     ("search: [1, 2]\n", r"search: must be a mapping, got list"),
     ("model:\n  dtype: fp8\n", r"model\.dtype: must be one of"),
-    ("ray:\n  test_pool: {size: 0}\n", r"ray\.test_pool\.size: must be >= 1, got 0"),
+    ("ray:\n  judge_pool: {size: 0}\n", r"ray\.judge_pool\.size: must be >= 1, got 0"),
     ("search: {\n", r"x\.yaml: invalid YAML: "),
 ])
 def test_config_errors_name_file_and_key(tmp_path, text, message):

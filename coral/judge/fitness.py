@@ -29,7 +29,7 @@ import pycodestyle
 from pyflakes import api as flakes_api
 from pyflakes import reporter as flakes_reporter
 
-from coral.messages import Candidate, CandidateStatus, Scores, TestOutcome, TestStatus
+from coral.messages import Candidate, CandidateStatus, Scores, Verdict, CaseStatus
 from coral.judge.quixbugs import Problem, signature
 
 RUNTIME_STEP = 0.05
@@ -128,9 +128,9 @@ def security_score(code: str) -> float:
         return 0.0
 
 
-def runtime_score(outcome: TestOutcome, problem: Problem) -> float:
+def runtime_score(outcome: Verdict, problem: Problem) -> float:
     """Reference/candidate seconds over passing tests, capped at 1, quantised; 0 if none pass."""
-    passing = [t for t in outcome.tests if t.status is TestStatus.PASS]
+    passing = [t for t in outcome.tests if t.status is CaseStatus.PASS]
     if not passing:
         return 0.0
     if not problem.reference_seconds:
@@ -141,7 +141,7 @@ def runtime_score(outcome: TestOutcome, problem: Problem) -> float:
     return math.floor(ratio / RUNTIME_STEP + 1e-9) * RUNTIME_STEP
 
 
-def score(outcome: TestOutcome, candidate: Candidate, problem: Problem) -> Scores:
+def score(outcome: Verdict, candidate: Candidate, problem: Problem) -> Scores:
     """All objectives of one judged candidate."""
     total = len(problem.tests)
     passed = outcome.passed if outcome.status in (CandidateStatus.OK,

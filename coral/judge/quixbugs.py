@@ -41,7 +41,7 @@ class DatasetError(FileNotFoundError):
 
 
 @dataclass(frozen=True)
-class TestCase:
+class Case:
     """One test: encoded inputs (wire format), optional graph spec, projection, expected."""
 
     __test__ = False
@@ -62,7 +62,7 @@ class Problem:
     parameters: tuple[str, ...]
     buggy_source: str
     reference_source: str
-    tests: tuple[TestCase, ...]
+    tests: tuple[Case, ...]
     reference_seconds: tuple[float, ...] = ()  # per test, filled by `Judge.calibrate`
 
 
@@ -99,7 +99,7 @@ def _encode_inputs(args: Any) -> str:
                                    else None), separators=(",", ":"))
 
 
-def _json_cases(root: Path, name: str) -> tuple[TestCase, ...]:
+def _json_cases(root: Path, name: str) -> tuple[Case, ...]:
     """Cases of a JSON-tested program, minus the ones upstream skips as slow."""
     cases = []
     slow = SLOW_CASES.get(name, lambda args: False)
@@ -112,11 +112,11 @@ def _json_cases(root: Path, name: str) -> tuple[TestCase, ...]:
         if slow(args):
             continue
         tol = float(args[-1]) if name == "sqrt" else None  # pytest.approx(abs=epsilon)
-        cases.append(TestCase(len(cases), _encode_inputs(args), expected, abs_tol=tol))
+        cases.append(Case(len(cases), _encode_inputs(args), expected, abs_tol=tol))
     return tuple(cases)
 
 
-def _graph_cases(root: Path, name: str) -> tuple[TestCase, ...]:
+def _graph_cases(root: Path, name: str) -> tuple[Case, ...]:
     """Transcribed cases of a graph program, checked against the upstream test count."""
     text = (root / "python_testcases" / f"test_{name}.py").read_text()
     upstream = len(re.findall(r"^def test\w*\(", text, flags=re.M))
@@ -124,7 +124,7 @@ def _graph_cases(root: Path, name: str) -> tuple[TestCase, ...]:
     if upstream != len(cases):
         raise DatasetError(f"python_testcases/test_{name}.py has {upstream} tests, "
                            f"{len(cases)} transcribed in coral/judge/graphs.py")
-    return tuple(TestCase(i, _encode_inputs(c.args), c.expected,
+    return tuple(Case(i, _encode_inputs(c.args), c.expected,
                           json.dumps(graph_spec(c)) if c.nodes else "", c.projection)
                  for i, c in enumerate(cases))
 

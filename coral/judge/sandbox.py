@@ -44,7 +44,7 @@ from typing import Iterable, Optional, Sequence
 
 from coral.judge import codec
 from coral.config import SandboxConfig
-from coral.messages import Candidate, CandidateStatus, TestOutcome, TestResult, TestStatus
+from coral.messages import Candidate, CandidateStatus, Verdict, CaseResult, CaseStatus
 from coral.judge.quixbugs import Problem, outputs_match
 
 log = logging.getLogger(__name__)
@@ -210,24 +210,24 @@ class Judge:
                 for s in problem.reference_seconds]
 
     # ------------------------------------------------------------------ judging
-    def judge_untrusted(self, candidate: Candidate) -> TestOutcome:
+    def judge_untrusted(self, candidate: Candidate) -> Verdict:
         """DANGER (isolated): run `candidate` against its problem's tests in a fresh process."""
         problem = self._calibrated(candidate.problem)
         return self._run(candidate, problem, self.limits(problem))
 
     judge = judge_untrusted
 
-    def judge_many(self, candidates: Sequence[Candidate]) -> list[TestOutcome]:
+    def judge_many(self, candidates: Sequence[Candidate]) -> list[Verdict]:
         """Judge several candidates, `workers` at a time; outcomes in input order."""
         if self.workers == 1 or len(candidates) < 2:
             return [self.judge(c) for c in candidates]
         with ThreadPoolExecutor(self.workers) as pool:
             return list(pool.map(self.judge, candidates))
 
-    def _run(self, candidate: Candidate, problem: Problem, limits: list[float]) -> TestOutcome:
+    def _run(self, candidate: Candidate, problem: Problem, limits: list[float]) -> Verdict:
         """Parse here (cheap, never executes), then run in the fork server and compare here."""
-        def outcome(status: CandidateStatus, tests=(), seconds=0.0, detail="") -> TestOutcome:
-            return TestOutcome(candidate.genome_id, problem.name, status, tuple(tests),
+        def outcome(status: CandidateStatus, tests=(), seconds=0.0, detail="") -> Verdict:
+            return Verdict(candidate.genome_id, problem.name, status, tuple(tests),
                                seconds, detail)
 
         if len(candidate.code) > MAX_SOURCE_CHARS:
@@ -273,18 +273,18 @@ class Judge:
         return outcome(CandidateStatus(resp["status"]), tests, resp["seconds"], detail)
 
     @staticmethod
-    def _verdict(index: int, raw: dict, problem: Problem) -> TestResult:
+    def _verdict(index: int, raw: dict, problem: Problem) -> CaseResult:
         """Compare one raw child result with the expected answer (here, in the judge)."""
         seconds = float(raw.get("seconds", 0.0))
         if raw["status"] != "RAN":
-            return TestResult(index, TestStatus(raw["status"]), seconds, raw.get("detail", ""))
+            return CaseResult(index, CaseStatus(raw["status"]), seconds, raw.get("detail", ""))
         case = problem.tests[index]
         try:
             actual = codec.loads(raw["out"])
         except ValueError as exc:
-            return TestResult(index, TestStatus.ERROR, seconds, f"unreadable result: {exc}")
+            return CaseResult(index, CaseStatus.ERROR, seconds, f"unreadable result: {exc}")
         if outputs_match(actual, case.expected, case.abs_tol):
-            return TestResult(index, TestStatus.PASS, seconds)
+            return CaseResult(index, CaseStatus.PASS, seconds)
         shown = repr(actual)
-        return TestResult(index, TestStatus.FAIL, seconds,
+        return CaseResult(index, CaseStatus.FAIL, seconds,
                           f"got {shown[:120]}{'...' if len(shown) > 120 else ''}")

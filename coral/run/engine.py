@@ -1,7 +1,7 @@
 """The driver loop: ask → adapters → generate → judge → score → tell, pipelined, resumable.
 
-Written against `coral.run.workers.Workers`, so the same code drives in-process workers (tests,
-``coral run --in-process``) and Ray actors (cluster/ray_workers.py). Within a generation no
+Written against `coral.run.pools.Pools`, so the same code drives in-process pools (tests,
+``coral run --in-process``) and Ray actors (cluster/ray_pools.py). Within a generation no
 stage waits for the whole population: a genome's generation is submitted as soon as its
 adapter is ready, and a batch's judging as soon as its texts are back. Results arrive in
 completion order but are put back in canonical order (genome order of `ask()`, problem order
@@ -33,7 +33,7 @@ from coral.messages import Candidate, GenerationRequest, Scores
 from coral.run.progress import Progress
 from coral.judge.quixbugs import Problem, load_problems, select, split
 from coral.run.rundir import RunDir, config_differences, relevant_fields
-from coral.run.workers import AdapterReady, Workers
+from coral.run.pools import AdapterReady, Pools
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +87,22 @@ def scores_from_dict(d: dict) -> Scores:
 
 
 class Engine:
-    """Runs a whole search in a run directory with the given workers."""
+    """Runs a whole search in a run directory with the given pools."""
 
-    def __init__(self, cfg: Config, workers: Workers, rundir: RunDir,
+    def __init__(self, cfg: Config, pools: Pools, rundir: RunDir,
                  train: Sequence[Problem], held_out: Sequence[Problem], base_model: str,
                  data_version: str, progress: Optional[Progress] = None) -> None:
-        self.cfg, self.workers, self.rundir = cfg, workers, rundir
+        self.cfg, self.pools, self.rundir = cfg, pools, rundir
         self.train, self.held_out = tuple(train), tuple(held_out)
         # Score against the judges' problems: they carry the calibrated reference timings.
         self.problems = {p.name: p for p in (*self.train, *self.held_out)}
-        self.problems.update({p.name: p for p in getattr(workers, "problems", ())})
+        self.problems.update({p.name: p for p in getattr(pools, "problems", ())})
         self.base_model, self.data_version = base_model, data_version
         self.progress = progress or Progress(enabled=False)
         self.events = None
         self.genomes: dict[str, dict] = {}   # per-genome record, saved in the checkpoint
         self.history: list[dict] = []        # generation summaries
-        self.wait_seconds = 0.0              # time blocked in workers.wait/get
+        self.wait_seconds = 0.0              # time blocked in pools.wait/get
         self.stage_seconds = {"adapter": 0.0, "generate": 0.0, "judge": 0.0}
         self.stage_counts = {"adapter": 0, "generate": 0, "judge": 0}
         self._last_live = 0.0
@@ -131,7 +131,7 @@ class Engine:
             self.events.write("run_ended", seconds=round(elapsed, 3),
                               wait_seconds=round(self.wait_seconds, 3),
                               driver_seconds=round(elapsed - self.wait_seconds, 3),
-                              generations=evo.generation, cache=self.workers.cache_stats())
+                              generations=evo.generation, cache=self.pools.cache_stats())
             (self.rundir.path / "live.json").unlink(missing_ok=True)
         finally:
             self.events.close()
@@ -185,7 +185,7 @@ class Engine:
         self.history.append(summary)
         self.events.write("generation_summary", **summary)
         self.events.sync()  # events are durable before the checkpoint that relies on them
-        self._checkpoint(evo, self.workers.cache_stats())
+        self._checkpoint(evo, self.pools.cache_stats())
 
     def _summary(self, g: int, genomes: list[Genome], seconds: float) -> dict:
         """Generation summary: best/median display score, fixed counts, cache hit rate."""
@@ -246,7 +246,7 @@ class Engine:
     # ------------------------------------------------------------------ the pipeline
     def evaluate(self, genomes: Sequence[Genome], problems: Sequence[Problem], generation: int,
                  phase: str, known: dict) -> dict[tuple[str, str], Judged]:
-        """Verdict of every (genome, problem), pipelined through the workers."""
+        """Verdict of every (genome, problem), pipelined through the pools."""
         results: dict[tuple[str, str], Judged] = {}
         todo: dict[str, list[Problem]] = {}
         for genome in genomes:
@@ -274,25 +274,25 @@ class Engine:
             self._live(generation, phase, queue, inflight)
             t0 = time.perf_counter()
             # A timeout, so live.json stays fresh while long trainings run.
-            ready, _ = self.workers.wait(list(inflight), num_returns=1, timeout=_WAIT_S)
+            ready, _ = self.pools.wait(list(inflight), num_returns=1, timeout=_WAIT_S)
             self.wait_seconds += time.perf_counter() - t0
             for handle in ready:
                 item = inflight.pop(handle)
                 t0 = time.perf_counter()
-                value = self.workers.get(handle)
+                value = self.pools.get(handle)
                 self.wait_seconds += time.perf_counter() - t0
                 queue.extend(self._on_done(item, value, by_key, todo, generation, phase,
                                            results))
         return results
 
     def _submit(self, item: tuple) -> Any:
-        """Hand one queued item to the workers."""
+        """Hand one queued item to the pools."""
         kind, payload = item[0], item[1]
         if kind == "adapter":
-            return self.workers.submit_adapter(payload, item[2])
+            return self.pools.submit_adapter(payload, item[2])
         if kind == "generate":
-            return self.workers.submit_generate(payload)
-        return self.workers.submit_judge(payload)
+            return self.pools.submit_generate(payload)
+        return self.pools.submit_judge(payload)
 
     def _on_done(self, item: tuple, value: Any, by_key: dict, todo: dict, generation: int,
                  phase: str, results: dict) -> list[tuple]:

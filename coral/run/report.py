@@ -45,7 +45,7 @@ def run_summary(path: str | Path) -> dict:
         config = rd.load_config()
         pools = {"adapter": config.ray.training_pool.size,
                  "generate": config.ray.generation_pool.size,
-                 "judge": config.ray.test_pool.size}
+                 "judge": config.ray.judge_pool.size}
         generations = config.search.generations
     except (ConfigError, OSError):  # a summary of a half-written run dir still helps
         pools, generations = {"adapter": 1, "generate": 1, "judge": 1}, None

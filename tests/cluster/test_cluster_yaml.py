@@ -68,7 +68,7 @@ def test_autoscaler_yaml_is_valid(path):
 def test_gpu_workers_fit_the_codellama_config():
     """Every pool of cluster-codellama.yaml fits on some node type of each cluster."""
     cfg = cfgmod.load(REPO / "configs" / "cluster-codellama.yaml")
-    pools = (cfg.ray.training_pool, cfg.ray.generation_pool, cfg.ray.test_pool)
+    pools = (cfg.ray.training_pool, cfg.ray.generation_pool, cfg.ray.judge_pool)
     for path in AUTOSCALER:
         types = yaml.safe_load(path.read_text())["available_node_types"].values()
         for pool in pools:

@@ -6,8 +6,8 @@ import pytest
 
 from coral.judge import fitness
 from coral.config import SandboxConfig
-from coral.messages import Candidate, CandidateStatus, Scores, TestOutcome, TestResult
-from coral.messages import TestStatus as TS
+from coral.messages import Candidate, CandidateStatus, Scores, Verdict, CaseResult
+from coral.messages import CaseStatus as TS
 from coral.judge.quixbugs import load_problems, select
 from coral.judge.sandbox import Judge
 
@@ -62,11 +62,11 @@ def test_security_is_ast_based_not_substring():
 def test_runtime_relative_and_zero_when_nothing_passes(gcd_judge):
     p = gcd_judge.problem("gcd")
     n = len(p.tests)
-    slow = TestOutcome("g", "gcd", CandidateStatus.OK, tuple(
-        TestResult(i, TS.PASS, max(0.005, p.reference_seconds[i]) * 4) for i in range(n)))
+    slow = Verdict("g", "gcd", CandidateStatus.OK, tuple(
+        CaseResult(i, TS.PASS, max(0.005, p.reference_seconds[i]) * 4) for i in range(n)))
     assert fitness.runtime_score(slow, p) == pytest.approx(0.25)
-    none = TestOutcome("g", "gcd", CandidateStatus.OK, tuple(
-        TestResult(i, TS.FAIL, 0.001) for i in range(n)))
+    none = Verdict("g", "gcd", CandidateStatus.OK, tuple(
+        CaseResult(i, TS.FAIL, 0.001) for i in range(n)))
     assert fitness.runtime_score(none, p) == 0.0
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from coral.config import SandboxConfig
 from coral.messages import Candidate, CandidateStatus
-from coral.messages import TestStatus as TS
+from coral.messages import CaseStatus as TS
 from coral.judge.quixbugs import load_problems
 from coral.judge.sandbox import Judge
 

@@ -1,4 +1,4 @@
-"""Engine with in-process workers: a whole tiny run, its run directory, resume rules, report."""
+"""Engine with in-process pools: a whole tiny run, its run directory, resume rules, report."""
 
 from __future__ import annotations
 
@@ -26,33 +26,33 @@ def engine_config(tmp_path, quixbugs_dir, *extra: str) -> cfgmod.Config:
 
 
 @pytest.fixture(scope="module")
-def workers(tmp_path_factory, quixbugs_dir):
-    """In-process workers (tiny model, real training, real sandbox), shared by the module."""
-    from coral.run.workers import in_process_workers
+def pools(tmp_path_factory, quixbugs_dir):
+    """In-process pools (tiny model, real training, real sandbox), shared by the module."""
+    from coral.run.pools import in_process_pools
 
     cfg = engine_config(tmp_path_factory.mktemp("w"), quixbugs_dir)
     train, held = problems_for(cfg)
-    w = in_process_workers(cfg, (*train, *held))
+    w = in_process_pools(cfg, (*train, *held))
     yield w
     w.close()
 
 
-def make_engine(cfg, workers, name=None) -> Engine:
+def make_engine(cfg, pools, name=None) -> Engine:
     """An engine for cfg in its run directory."""
     from coral.model.loading import resolve
     from coral.model.training import data_version
 
     train, held = problems_for(cfg)
     rd = RunDir(f"{cfg.run.runs_dir}/{name or cfg.run.name}")
-    return Engine(cfg, workers, rd, train, held, resolve(cfg.model).name,
+    return Engine(cfg, pools, rd, train, held, resolve(cfg.model).name,
                   data_version(cfg.training))
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, quixbugs_dir, workers):
+def finished(tmp_path_factory, quixbugs_dir, pools):
     """One finished in-process run (config, run dir)."""
     cfg = engine_config(tmp_path_factory.mktemp("run"), quixbugs_dir)
-    rd = make_engine(cfg, workers).run(resume=False)
+    rd = make_engine(cfg, pools).run(resume=False)
     return cfg, rd
 
 
@@ -103,23 +103,23 @@ def test_result_files_and_held_out(finished):
     assert not (rd.path / "live.json").exists()
 
 
-def test_resume_refuses_a_different_search_config(finished, workers, quixbugs_dir):
+def test_resume_refuses_a_different_search_config(finished, pools, quixbugs_dir):
     cfg, rd = finished
     changed = cfgmod.load(cfg.source, [f"dataset.quixbugs={quixbugs_dir}",
                                        f"run.runs_dir={cfg.run.runs_dir}",
                                        f"storage.adapters={cfg.storage.adapters}",
                                        *ENGINE_OVERRIDES, "search.mutation_rate=0.9"])
     with pytest.raises(ResumeRefused, match="search.mutation_rate"):
-        make_engine(changed, workers).run(resume=True)
+        make_engine(changed, pools).run(resume=True)
 
 
-def test_resume_extends_a_finished_run(tmp_path, quixbugs_dir, workers):
+def test_resume_extends_a_finished_run(tmp_path, quixbugs_dir, pools):
     cfg = engine_config(tmp_path, quixbugs_dir, "search.generations=1",
                         "run.held_out_eval=false")
-    rd = make_engine(cfg, workers).run(resume=False)
+    rd = make_engine(cfg, pools).run(resume=False)
     longer = engine_config(tmp_path, quixbugs_dir, "search.generations=2",
                            "run.held_out_eval=false")
-    make_engine(longer, workers).run(resume=True)
+    make_engine(longer, pools).run(resume=True)
     events = rd.events()
     assert [e["generation"] for e in events if e["event"] == "generation_summary"] == [0, 1]
     assert [e["event"] for e in events].count("run_started") == 2

@@ -63,7 +63,7 @@ def test_config_snapshot_loads_back_equal(tmp_path):
 
 def test_relevant_fields_ignore_resources_and_generation_count():
     a = cfgmod.load("configs/smoke.yaml")
-    b = cfgmod.load("configs/smoke.yaml", ["ray.test_pool.size=4", "search.generations=9",
+    b = cfgmod.load("configs/smoke.yaml", ["ray.judge_pool.size=4", "search.generations=9",
                                            "run.runs_dir=/elsewhere", "model.device=cpu"])
     assert config_differences(relevant_fields(a), relevant_fields(b)) == []
     c = cfgmod.load("configs/smoke.yaml", ["search.mutation_rate=0.5", "run.seed=3"])

@@ -1,4 +1,4 @@
-"""The same seed gives the same final population with in-process workers and with Ray actors."""
+"""The same seed gives the same final population with in-process pools and with Ray actors."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import time
 import ray
 
 from cluster.driver import run
-from cluster.ray_workers import RayWorkers
+from cluster.ray_pools import RayPools
 from coral.run.engine import problems_for
 from coral.run.rundir import RunDir
 
@@ -17,8 +17,8 @@ OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_frac
              "training.steps=2", "training.examples=8", "knobs.max_new_tokens=[8, 16]"]
 
 
-class KillingWorkers(RayWorkers):
-    """RayWorkers that kill (with restart) the generation actor and a test actor while the
+class KillingPools(RayPools):
+    """RayPools that kill (with restart) the generation actor and a test actor while the
     first batch of each kind is being worked on."""
 
     killed: dict
@@ -37,7 +37,7 @@ class KillingWorkers(RayWorkers):
         if "judge" not in self.killed:
             self.killed["judge"] = True
             time.sleep(0.05)
-            for actor in self.test_pool.actors:
+            for actor in self.judge_pool.actors:
                 ray.kill(actor, no_restart=False)
         return ref
 
@@ -49,15 +49,15 @@ def test_killed_actors_lose_nothing(smoke_config, ray_local):
     calm = RunDir(run(cfg("calm"), resume=False, quiet=True, in_process=True, report=False))
     c = cfg("killed")
     train, held = problems_for(c)
-    workers = KillingWorkers(c, (*train, *held))
-    workers.killed = {}
+    pools = KillingPools(c, (*train, *held))
+    pools.killed = {}
     try:
-        rd = RunDir(run(c, resume=False, quiet=True, report=False, workers=workers))
-        new_pid = ray.get(workers.generation_pool.actors[0].pid.remote())
+        rd = RunDir(run(c, resume=False, quiet=True, report=False, pools=pools))
+        new_pid = ray.get(pools.generation_pool.actors[0].pid.remote())
     finally:
-        workers.close()
-    assert set(workers.killed) == {"generate", "judge"}
-    assert new_pid != workers.killed["generate"]          # the actor really was restarted
+        pools.close()
+    assert set(pools.killed) == {"generate", "judge"}
+    assert new_pid != pools.killed["generate"]          # the actor really was restarted
 
     def scores(run_dir):
         ck = run_dir.load_checkpoint()

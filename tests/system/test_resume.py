@@ -28,7 +28,7 @@ def _overrides(tmp_path, quixbugs_dir, name):
 
 
 def _driver(tmp_path, quixbugs_dir, name) -> subprocess.Popen:
-    """The driver in its own process (in-process workers: the kill takes everything down)."""
+    """The driver in its own process (in-process pools: the kill takes everything down)."""
     cmd = [sys.executable, "-m", "cluster.driver", "configs/smoke.yaml", "--in-process",
            "--quiet"]
     for item in _overrides(tmp_path, quixbugs_dir, name):

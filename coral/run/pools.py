@@ -3,10 +3,10 @@
 The engine submits three kinds of work and waits for them in completion order:
 - `submit_adapter(key, genes)`   -> handle of an `AdapterReady` (cache hit, trained or joined)
 - `submit_generate(requests)`    -> handle of `list[GenerationResult]` (same order)
-- `submit_judge(candidates)`     -> handle of `list[TestOutcome]` (same order)
+- `submit_judge(candidates)`     -> handle of `list[Verdict]` (same order)
 `wait(handles, num_returns, timeout)` returns `(ready, pending)` with `ready` in completion
-order (like `ray.wait`), and `get(handle)` the value. cluster/ray_workers.py implements it with
-Ray actors and ObjectRefs; `InProcessWorkers` runs the same plain classes in this process, so
+order (like `ray.wait`), and `get(handle)` the value. cluster/ray_pools.py implements it with
+Ray actors and ObjectRefs; `InProcessPools` runs the same plain classes in this process, so
 tests and `coral run --in-process` give the same results as Ray.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Callable, Hashable, Optional, Protocol, Sequence
 
 from coral.search.genome import HeavyGenes
 from coral.judge.quixbugs import Problem
-from coral.messages import AdapterRef, Candidate, GenerationRequest, GenerationResult, TestOutcome
+from coral.messages import AdapterRef, Candidate, GenerationRequest, GenerationResult, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class AdapterReady:
     seconds: float = 0.0
 
 
-class Workers(Protocol):
+class Pools(Protocol):
     """The pools as the engine sees them (see the module docstring).
 
     `problems` are the problems as the judges hold them (with reference timings measured by
@@ -93,18 +93,18 @@ class _Deferred:
         return f"<task {self.seq}>"
 
 
-class InProcessWorkers:
-    """Workers that run in this process, one task at a time, oldest submitted first.
+class InProcessPools:
+    """Pools that run in this process, one task at a time, oldest submitted first.
 
     Built from three callables so it wraps the very plain classes the Ray actors wrap:
     `adapter_fn(key, genes) -> AdapterReady`, `generate_fn(requests) -> list[GenerationResult]`,
-    `judge_fn(candidates) -> list[TestOutcome]`.
+    `judge_fn(candidates) -> list[Verdict]`.
     """
 
     def __init__(self, problems: Sequence[Problem],
                  adapter_fn: Callable[[str, HeavyGenes], AdapterReady],
                  generate_fn: Callable[[list], list[GenerationResult]],
-                 judge_fn: Callable[[list], list[TestOutcome]],
+                 judge_fn: Callable[[list], list[Verdict]],
                  stats_fn: Callable[[], dict] = dict,
                  close_fn: Callable[[], None] = lambda: None) -> None:
         self.problems = tuple(problems)
@@ -160,10 +160,10 @@ class InProcessWorkers:
         self._close_fn()
 
 
-def in_process_workers(cfg: Any, problems: Sequence[Problem]) -> InProcessWorkers:
-    """In-process workers over the same plain classes the Ray actors wrap.
+def in_process_pools(cfg: Any, problems: Sequence[Problem]) -> InProcessPools:
+    """In-process pools over the same plain classes the Ray actors wrap.
 
-    The judge calibrates reference timings here (as TestPool does once for all its actors);
+    The judge calibrates reference timings here (as JudgePool does once for all its actors);
     the trainer loads its base model only on the first cache miss.
     """
     from coral.adapters.cache import AdapterCache
@@ -191,5 +191,5 @@ def in_process_workers(cfg: Any, problems: Sequence[Problem]) -> InProcessWorker
         ref, outcome = cache.get_with_outcome(key, genes)
         return AdapterReady(ref, outcome, time.perf_counter() - t0)
 
-    return InProcessWorkers(calibrated, adapter, generator.generate, judge.judge_many,
+    return InProcessPools(calibrated, adapter, generator.generate, judge.judge_many,
                             cache.stats, judge.close)

@@ -1,4 +1,4 @@
-"""TestPool: CPU Ray actors, each holding a `Judge` with its own fork server.
+"""JudgePool: CPU Ray actors, each holding a `Judge` with its own fork server.
 
 The problems go through `ray.put` once (calibrated first by one task, so every actor uses
 the same reference timings and hence the same time limits). Work is submitted per candidate;
@@ -10,10 +10,10 @@ itself resubmits the candidate to another actor. Each candidate is yielded exact
 
 Driver API::
 
-    pool = TestPool(cfg)                      # or TestPool(cfg, problems | ObjectRef | path)
+    pool = JudgePool(cfg)                      # or JudgePool(cfg, problems | ObjectRef | path)
     pool.problems                             # calibrated Problems (score with these)
-    refs = pool.submit(candidates)            # one ObjectRef[TestOutcome] per candidate
-    ref = pool.submit_batch(candidates)       # ObjectRef[list[TestOutcome]], same order
+    refs = pool.submit(candidates)            # one ObjectRef[Verdict] per candidate
+    ref = pool.submit_batch(candidates)       # ObjectRef[list[Verdict]], same order
     for cand, outcome in pool.judge_iter(candidates): ...
     pool.close()
 """
@@ -31,7 +31,7 @@ from ray.exceptions import RayActorError
 
 from actors.pool import actor_options
 from coral.config import Config, SandboxConfig
-from coral.messages import Candidate, TestOutcome
+from coral.messages import Candidate, Verdict
 from coral.judge.quixbugs import Problem, load_problems, resolve_path, select
 from coral.judge.sandbox import Judge
 
@@ -51,7 +51,7 @@ class Shared:
     ref: "ray.ObjectRef"
 
 
-class TestWorker:
+class JudgeWorker:
     """Plain class behind the actor: one Judge (fork server started lazily, in-process)."""
 
     __test__ = False
@@ -67,7 +67,7 @@ class TestWorker:
         """The Judge, built on first use from the pool's shared problems."""
         if self.judge is None:
             if shared is None:
-                raise ValueError("TestWorker built without problems needs the pool's Shared ref")
+                raise ValueError("JudgeWorker built without problems needs the pool's Shared ref")
             self.judge = Judge(ray.get(shared.ref), self._sandbox, self._dataset_dir)
         return self.judge
 
@@ -79,12 +79,12 @@ class TestWorker:
         """Problems with reference timings measured in this worker."""
         return self._judge(None).calibrate()
 
-    def judge_one(self, candidate: Candidate, shared: Optional[Shared] = None) -> TestOutcome:
+    def judge_one(self, candidate: Candidate, shared: Optional[Shared] = None) -> Verdict:
         """Judge one candidate in the sandbox."""
         return self._judge(shared).judge(candidate)
 
     def judge_batch(self, candidates: Sequence[Candidate],
-                    shared: Optional[Shared] = None) -> list[TestOutcome]:
+                    shared: Optional[Shared] = None) -> list[Verdict]:
         """Judge candidates in order."""
         judge = self._judge(shared)
         return [judge.judge(c) for c in candidates]
@@ -93,7 +93,7 @@ class TestWorker:
 def _calibrate(problems: Sequence[Problem], sandbox: SandboxConfig,
                dataset_dir: Optional[str]) -> tuple[Problem, ...]:
     """Task body: measure reference timings once for the whole pool."""
-    worker = TestWorker(problems, sandbox, dataset_dir)
+    worker = JudgeWorker(problems, sandbox, dataset_dir)
     try:
         return worker.calibrate()
     finally:
@@ -103,8 +103,8 @@ def _calibrate(problems: Sequence[Problem], sandbox: SandboxConfig,
 ProblemsArg = Union[Sequence[Problem], "ray.ObjectRef", str, os.PathLike, None]
 
 
-class TestPool:
-    """A pool of `TestWorker` actors sized by `cfg.ray.test_pool` (see module docstring)."""
+class JudgePool:
+    """A pool of `JudgeWorker` actors sized by `cfg.ray.judge_pool` (see module docstring)."""
 
     __test__ = False
 
@@ -119,14 +119,14 @@ class TestPool:
             problems = ray.get(problems)
         else:
             problems = tuple(problems)
-        opts = cfg.ray.test_pool
+        opts = cfg.ray.judge_pool
         if not all(p.reference_seconds for p in problems):
             task = ray.remote(num_cpus=opts.num_cpus)(_calibrate)
             problems = ray.get(task.remote(problems, cfg.sandbox, dataset_dir))
         self.problems: tuple[Problem, ...] = tuple(problems)
         self._problems_ref = ray.put(self.problems)
         self._shared = Shared(self._problems_ref)  # held here, so every retry can fetch it
-        actor_cls = ray.remote(TestWorker).options(**actor_options(cfg, opts))
+        actor_cls = ray.remote(JudgeWorker).options(**actor_options(cfg, opts))
         self.actors = [actor_cls.remote(None, cfg.sandbox, dataset_dir)
                        for _ in range(opts.size)]
         self._next = itertools.cycle(range(len(self.actors)))
@@ -136,7 +136,7 @@ class TestPool:
         return self.actors[next(self._next)]
 
     def submit(self, candidates: Sequence[Candidate]) -> list["ray.ObjectRef"]:
-        """One ObjectRef[TestOutcome] per candidate, spread over the actors."""
+        """One ObjectRef[Verdict] per candidate, spread over the actors."""
         return [self._actor().judge_one.remote(c, self._shared) for c in candidates]
 
     def submit_batch(self, candidates: Sequence[Candidate]) -> "ray.ObjectRef":
@@ -144,7 +144,7 @@ class TestPool:
         return self._actor().judge_batch.remote(list(candidates), self._shared)
 
     def judge_iter(self, candidates: Sequence[Candidate],
-                   max_in_flight: Optional[int] = None) -> Iterator[tuple[Candidate, TestOutcome]]:
+                   max_in_flight: Optional[int] = None) -> Iterator[tuple[Candidate, Verdict]]:
         """Yield (candidate, outcome) in completion order, capping work in flight."""
         cap = max_in_flight or self.cfg.ray.max_in_flight
         todo = list(candidates)[::-1]

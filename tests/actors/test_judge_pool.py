@@ -1,4 +1,4 @@
-"""TestPool on a real local Ray: completion-order results, backpressure, worker crash recovery."""
+"""JudgePool on a real local Ray: completion-order results, backpressure, worker crash recovery."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def pool(ray_local, quixbugs_dir):
-    from actors.test_pool import TestPool
+    from actors.judge_pool import JudgePool
 
     cfg = cfgmod.from_dict({
         "dataset": {"quixbugs": str(quixbugs_dir), "problems": ["gcd", "flatten", "bitcount"]},
         "sandbox": {"time_floor_s": 1.0, "candidate_timeout_s": 3.0},
         "ray": {"max_in_flight": 3, "max_restarts": 2, "max_task_retries": 2,
-                "test_pool": {"size": 2, "num_cpus": 0.5}}})
-    p = TestPool(cfg)
+                "judge_pool": {"size": 2, "num_cpus": 0.5}}})
+    p = JudgePool(cfg)
     yield p
     p.close()
 

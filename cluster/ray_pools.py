@@ -1,8 +1,8 @@
-"""The engine's `Workers` on Ray: the pools as actors, handles as ObjectRefs, `ray.wait`.
+"""The engine's `Pools` on Ray: the pools as actors, handles as ObjectRefs, `ray.wait`.
 
 - adapters: `CacheActor.get` (single flight per key; misses go to the TrainingPool)
 - generation: `GenerationPool.submit(requests)` (least-loaded actor, model resident)
-- judging: `TestPool.submit_batch(candidates)` (sandboxed, problems `ray.put` once)
+- judging: `JudgePool.submit_batch(candidates)` (sandboxed, problems `ray.put` once)
 Every actor is created with `max_restarts` / `max_task_retries` from `cfg.ray`, so a killed
 actor is restarted and the tasks it held are re-run by Ray: the engine simply receives the
 result later. The cap on work in flight (`cfg.ray.max_in_flight`) is applied by the engine.
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def check_resources(cfg: Config) -> None:
     """Fail fast when the pools cannot all be placed (they would wait forever otherwise)."""
-    pools = (cfg.ray.training_pool, cfg.ray.generation_pool, cfg.ray.test_pool)
+    pools = (cfg.ray.training_pool, cfg.ray.generation_pool, cfg.ray.judge_pool)
     need = {"CPU": sum(p.size * p.num_cpus for p in pools),
             "GPU": sum(p.size * p.num_gpus for p in pools)}
     have = ray.cluster_resources()
@@ -33,33 +33,33 @@ def check_resources(cfg: Config) -> None:
              if need[r] > have.get(r, 0) + 1e-9]
     if not short:
         return
-    msg = (f"the pools (ray.training_pool, ray.generation_pool, ray.test_pool: size x "
+    msg = (f"the pools (ray.training_pool, ray.generation_pool, ray.judge_pool: size x "
            f"num_cpus/num_gpus) need {' and '.join(short)}")
     if cfg.ray.address is None:
         raise RuntimeError(msg + "; shrink the pools or raise ray.num_cpus")
     log.warning("%s; waiting for the autoscaler to add nodes", msg)
 
 
-class RayWorkers:
-    """`coral.run.workers.Workers` backed by Ray actor pools built from the config."""
+class RayPools:
+    """`coral.run.pools.Pools` backed by Ray actor pools built from the config."""
 
     def __init__(self, cfg: Config, problems: Sequence[Problem]) -> None:
         from actors.cache_actor import make_cache
         from actors.generation_pool import GenerationPool
-        from actors.test_pool import TestPool
+        from actors.judge_pool import JudgePool
         from actors.training_pool import TrainingPool
         from coral.adapters.store import store_from_config
 
         self.cfg = cfg
         check_resources(cfg)
-        self.test_pool = TestPool(cfg, tuple(problems))
-        self.problems = self.test_pool.problems        # calibrated once for the pool
+        self.judge_pool = JudgePool(cfg, tuple(problems))
+        self.problems = self.judge_pool.problems        # calibrated once for the pool
         self.generation_pool = GenerationPool(cfg)
         self.training_pool = TrainingPool(cfg, str(store_from_config(cfg).root))
         self.cache = make_cache(cfg, pool=self.training_pool)
         log.info("pools: training %d, generation %d, test %d actor(s)",
                  cfg.ray.training_pool.size, cfg.ray.generation_pool.size,
-                 cfg.ray.test_pool.size)
+                 cfg.ray.judge_pool.size)
 
     def submit_adapter(self, key: str, genes: HeavyGenes) -> Any:
         """ObjectRef of an AdapterReady for `key`."""
@@ -71,7 +71,7 @@ class RayWorkers:
 
     def submit_judge(self, candidates: Sequence[Candidate]) -> Any:
         """ObjectRef of the outcomes of a batch (one test actor)."""
-        return self.test_pool.submit_batch(list(candidates))
+        return self.judge_pool.submit_batch(list(candidates))
 
     def wait(self, handles: Sequence[Any], num_returns: int = 1,
              timeout: Optional[float] = None) -> tuple[list, list]:
@@ -90,5 +90,5 @@ class RayWorkers:
     def close(self) -> None:
         """Kill the pools' actors."""
         ray.kill(self.cache)
-        for pool in (self.test_pool, self.generation_pool, self.training_pool):
+        for pool in (self.judge_pool, self.generation_pool, self.training_pool):
             pool.close()
