@@ -40,3 +40,19 @@ def test_standing_says_used_and_left():
     assert doc["gpu_hours"]["limit"] is None
     line = format_standing(doc)
     assert "samples 4/10 (6 left)" in line and "gpu_hours 0.00 (no limit)" in line
+
+
+def test_standing_of_a_run_directory_reads_its_config_snapshot(tmp_path):
+    from coral import config as cfgmod
+    from coral.run.budget import standing_of
+    from coral.run.rundir import RunDir
+
+    rd = RunDir(tmp_path / "run").create()
+    rd.write_config(cfgmod.load("configs/smoke.yaml", ["search.budget.samples=3"]))
+    log = rd.open_events()
+    for ev in EVENTS:
+        log.write(ev["event"], **{k: v for k, v in ev.items() if k not in ("event", "time")})
+    log.close()
+    doc = standing_of(rd.path)
+    assert doc["samples"] == {"used": 4, "limit": 3, "left": 0}
+    assert standing_of(tmp_path / "nothing") is None
