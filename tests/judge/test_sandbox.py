@@ -13,7 +13,7 @@ from coral.messages import CaseStatus as TS
 from coral.judge.quixbugs import load_problems
 from coral.judge.sandbox import Judge
 
-FAST = SandboxConfig(time_floor_s=0.5, time_factor=10.0, candidate_timeout_s=5.0, memory_mb=512)
+FAST = SandboxConfig(time_floor_s=0.5, time_factor=10.0, candidate_timeout_s=15.0, memory_mb=512)
 
 
 @pytest.fixture(scope="module")
