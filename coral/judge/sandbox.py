@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_SOURCE_CHARS = 100_000
 _SERVER_START_ATTEMPTS = 3
-_SERVER_SLACK_S = 15.0  # beyond the candidate's budget before the judge gives up on a server
+_SERVER_SLACK_S = 5.0  # beyond the candidate's budget before the judge gives up on a server
 
 __all__ = ["Judge", "SandboxError", "MAX_SOURCE_CHARS"]
 
