@@ -67,6 +67,8 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     with contextlib.ExitStack() as stack:
         if pools is None:
             pools = stack.enter_context(open_pools(cfg, (*train, *held), in_process))
+        # `coral status` tells running from interrupted by it; `with` stops it on any exit.
+        stack.enter_context(rundir.heartbeat())
         Engine(cfg, pools, rundir, train, held, base_model, version, progress).run(resume)
     if report:
         from coral.run.report import write_report
