@@ -63,7 +63,8 @@ def _classic(S: str, D: str, Q: str) -> dict[str, str]:
         "os_exit_in_call": "import os\n" + BODY + "    os._exit(0)\n",
         "kill_parent": "import os, signal\n" + BODY
                        + "    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
-        "read_test_data": BODY + f"    import json\n    rows = [json.loads(l) for l in open('{Q}')]\n"
+        "read_test_data": BODY + "    import json\n"
+                          f"    rows = [json.loads(l) for l in open('{Q}')]\n"
                           "    return {tuple(r[0]): r[1] for r in rows}[(a, b)]\n",
         "patch_codec": "import sys\nc = sys.modules['coral.judge.codec']\n"
                        "c.dumps = lambda v, *a: '{\"s\": [[1]]}'\n" + BODY + "    return 1\n",
