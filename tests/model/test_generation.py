@@ -122,8 +122,8 @@ def test_plan_batches_limits_rows_and_adapters(adapters):
         assert len(p.rows) <= 3
         keys = {reqs[i].adapter.key for i in p.rows if reqs[i].adapter is not None}
         assert len(keys) <= 1
-        if p.dora_key is not None:
-            assert keys == {p.dora_key}
+        if p.active_key is not None:
+            assert keys == {p.active_key}
         else:
             assert not any(reqs[i].adapter and reqs[i].adapter.use_dora for i in p.rows)
 
