@@ -29,7 +29,6 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 
-DEFAULT = "hf"
 # Shipped backends, as "module:attribute" so that naming one imports nothing else.
 BUILTIN: dict[str, str] = {"hf": "coral.model.generation:Generator"}
 
@@ -101,4 +100,4 @@ def backend_factory(name: str) -> BackendFactory:
 
 def create_backend(cfg: Any) -> GenerationBackend:
     """Build the backend that `cfg.generation.backend` names, for the whole run config."""
-    return backend_factory(getattr(cfg.generation, "backend", DEFAULT))(cfg)
+    return backend_factory(cfg.generation.backend)(cfg)
