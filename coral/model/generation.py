@@ -103,10 +103,11 @@ def _mixed_plans(requests: Sequence[GenerationRequest], order: list[int], batch_
 class Generator:
     """The resident base model plus an LRU of adapters; turns requests into texts."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, loaded: Optional[tuple] = None) -> None:
+        """`loaded`: a (model, tokenizer, spec) from load_base to serve instead of loading."""
         self.cfg = cfg
         self.gen = cfg.generation
-        self.model, self.tokenizer, self.spec = load_base(cfg.model)
+        self.model, self.tokenizer, self.spec = loaded or load_base(cfg.model)
         self.base_loads = 1
         self.adapter_loads = 0
         self.device = next(self.model.parameters()).device

@@ -18,6 +18,7 @@ leaves a half-written model behind.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -133,8 +134,17 @@ def tokenizer_dir(cache_dir: Optional[str] = None) -> Path:
     only this folder in its cache (scripts/gpu_check.sh --prepare copies it).
     """
     target = cache_root(cache_dir) / "tokenizers" / "smollm2"
-    return _atomic_dir(target, lambda tmp: _load_embedded_tokenizer().save_pretrained(tmp),
-                       marker="tokenizer.json")
+
+    def build(tmp: Path) -> None:
+        _load_embedded_tokenizer().save_pretrained(tmp)
+        # transformers 5 writes its own class name; the alias every 4.x/5.x release knows
+        # keeps the folder loadable by whatever version the GPU image has.
+        config = tmp / "tokenizer_config.json"
+        doc = json.loads(config.read_text())
+        doc["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config.write_text(json.dumps(doc, indent=2))
+
+    return _atomic_dir(target, build, marker="tokenizer.json")
 
 
 def tiny_model_dir(cache_dir: Optional[str] = None) -> Path:

@@ -77,10 +77,11 @@ def collate(rows: list[dict], pad_id: int) -> dict:
             "labels": padded("labels", -100)}
 
 
-def fit(model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any,
+def fit(model: Any, batches: list[dict], probe: Optional[dict], device: Any, dtype: Any,
         learning_rate: float) -> tuple[list[float], float, float, int]:
     """AdamW over the batches of a peft model; (per-step losses, probe loss before, after,
-    trainable parameters). scripts/bench_gpu.py times exactly this loop."""
+    trainable parameters); without a probe both losses are nan. scripts/bench_gpu.py times
+    exactly this loop."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -92,9 +93,14 @@ def fit(model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any,
         with autocast:
             return model(**{k: v.to(device) for k, v in batch.items()}).loss
 
-    model.eval()
-    with torch.no_grad():
-        before = float(loss_of(probe))
+    def probe_loss() -> float:
+        if probe is None:
+            return float("nan")
+        model.eval()
+        with torch.no_grad():
+            return float(loss_of(probe))
+
+    before = probe_loss()
     model.train()
     losses = []
     for batch in batches:
@@ -103,9 +109,8 @@ def fit(model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any,
         optim.step()
         optim.zero_grad(set_to_none=True)
         losses.append(round(float(loss.detach()), 5))
+    after = probe_loss()
     model.eval()
-    with torch.no_grad():
-        after = float(loss_of(probe))
     return losses, round(before, 5), round(after, 5), sum(p.numel() for p in params)
 
 
