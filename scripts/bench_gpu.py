@@ -224,13 +224,18 @@ def training(bench: Bench, shape: Shape, loaded: tuple) -> None:
     cluster_steps = cfgmod.load(CLUSTER_CONFIG).training.steps
     for dora in (False, True):
         name = "train_dora" if dora else "train_lora"
+        error = None
         try:
             time_training(bench, shape, loaded, dora, cluster_steps)
         except torch.cuda.OutOfMemoryError as exc:
-            _free()
-            bench.emit(name, error=f"out of memory: {str(exc)[:200]}", peak_gpu_mem_gib=peak())
-            bench.phase(name + "_checkpointed", lambda: time_training(
-                bench, shape, loaded, dora, cluster_steps, checkpointing=True))
+            error = f"out of memory: {str(exc)[:200]}"
+        if error is None:
+            continue
+        # Retried outside the except block: its traceback would keep the activations alive.
+        _free()
+        bench.emit(name, error=error, peak_gpu_mem_gib=peak())
+        bench.phase(name + "_checkpointed", lambda: time_training(
+            bench, shape, loaded, dora, cluster_steps, checkpointing=True))
 
 
 # --------------------------------------------------------------------------- adapters

@@ -22,7 +22,7 @@ cd "$REPO"
 PREP=${GPU_CHECK_DIR:-$REPO/.gpu-check}
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/coral-gpu-check-out}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-210}
 MODE=gpu
 
@@ -84,7 +84,7 @@ else
 fi
 
 echo "== bench_gpu.py (timeout ${BENCH_TIMEOUT}s)"
-timeout -k 10 "$BENCH_TIMEOUT" "$PYTHON" scripts/bench_gpu.py "${BENCH_ARGS[@]}" \
+timeout -k 10 "$BENCH_TIMEOUT" "$PYTHON" scripts/bench_gpu.py ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} \
   --out "$OUT/bench.jsonl" 2>&1 | tee "$OUT/bench.log"
 bench_rc=$?
 
@@ -92,7 +92,7 @@ echo "== coral run configs/gpu-check.yaml --in-process (timeout ${CHECK_TIMEOUT}
 start=$(date +%s)
 timeout -k 10 "$CHECK_TIMEOUT" "$PYTHON" -m coral run configs/gpu-check.yaml --in-process \
   --no-resume -q --set "run.runs_dir=$WORK/runs" --set "storage.adapters=$WORK/adapters" \
-  "${CHECK_ARGS[@]}" 2>&1 | tee "$OUT/check.log"
+  ${CHECK_ARGS[@]+"${CHECK_ARGS[@]}"} 2>&1 | tee "$OUT/check.log"
 check_rc=$?
 seconds=$(( $(date +%s) - start ))
 

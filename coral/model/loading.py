@@ -136,7 +136,14 @@ def tokenizer_dir(cache_dir: Optional[str] = None) -> Path:
     target = cache_root(cache_dir) / "tokenizers" / "smollm2"
 
     def build(tmp: Path) -> None:
-        _load_embedded_tokenizer().save_pretrained(tmp)
+        try:
+            tokenizer = _load_embedded_tokenizer()
+        except (FileNotFoundError, ImportError) as exc:
+            raise FileNotFoundError(
+                f"random models need the SmolLM2 tokenizer folder {target}; write it where "
+                f"the embedded model is installed and copy it over (scripts/gpu_check.sh "
+                f"--prepare does): {exc}") from exc
+        tokenizer.save_pretrained(tmp)
         # transformers 5 writes its own class name; the alias every 4.x/5.x release knows
         # keeps the folder loadable by whatever version the GPU image has.
         config = tmp / "tokenizer_config.json"
