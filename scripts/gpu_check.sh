@@ -3,7 +3,7 @@
 # `coral run configs/gpu-check.yaml --in-process`, each under a timeout, all output in $OUT.
 #
 #   scripts/gpu_check.sh --prepare   # here, once: fills .gpu-check/ (QuixBugs, the SmolLM2
-#                                    # tokenizer folder, pyflakes + pycodestyle sources)
+#                                    # tokenizer folder, pyflakes/pycodestyle/pyseccomp)
 #   scripts/gpu_check.sh             # on the GPU box, from the repo root (about 5 minutes
 #                                    # on an H100; the timeouts cap it at 9)
 #   scripts/gpu_check.sh --quick     # the same steps on CPU with random:tiny (tests run it)
@@ -42,7 +42,9 @@ prepare() {
   local tok
   tok=$("$PYTHON" -c 'from coral.model.loading import tokenizer_dir; print(tokenizer_dir())') || return 1
   cp -r "$tok" "$PREP/cache/tokenizers/smollm2"
-  # Pure-Python packages the judge's style score imports and the GPU image lacks.
+  # Pure-Python packages the judge imports and the GPU image lacks: pyflakes and pycodestyle
+  # (style score), pyseccomp (ctypes over libseccomp.so.2, for the sandbox's kernel boundary;
+  # without bubblewrap there, sandbox.isolation auto falls back to the guard and says so).
   "$PYTHON" - "$PREP/site" <<'EOF' || return 1
 import shutil, sys
 from pathlib import Path
@@ -51,6 +53,11 @@ site = Path(sys.argv[1])
 shutil.copy(pycodestyle.__file__, site / "pycodestyle.py")
 shutil.copytree(Path(pyflakes.__file__).parent, site / "pyflakes",
                 ignore=shutil.ignore_patterns("__pycache__", "test"))
+try:
+    import pyseccomp
+    shutil.copy(pyseccomp.__file__, site / "pyseccomp.py")
+except ImportError:
+    print("pyseccomp not installed here: the GPU check will judge with the guard only")
 EOF
   du -sh "$PREP"
   echo "prepared $PREP; on the GPU: bash scripts/gpu_check.sh (carry .gpu-check)"
@@ -68,6 +75,7 @@ WORK=$(mktemp -d /tmp/coral-gpu-check.XXXXXX)
 {
   date -u; uname -a
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  echo "bwrap: $(command -v bwrap || echo absent)"
   "$PYTHON" -c 'import sys, torch, transformers, peft; print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__, "cuda", torch.cuda.is_available())'
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
