@@ -41,7 +41,8 @@ from coral.run import stats
 from coral.run.budget import spent
 from coral.run.engine import request_seed
 from coral.run.pools import Pools
-from coral.run.rundir import RunDir, atomic_write_json, read_events, read_json
+from coral.run.rundir import (RunDir, atomic_write_json, read_events, read_json,
+                              relevant_fields)
 from coral.search.knobs import KNOBS, INT_KNOBS, CheapKnobs
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,23 @@ def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
 
 
+def outcome_fields(cfg: Config) -> dict:
+    """What decides a finished run's results: the search-relevant fields plus where it stops
+    and what is checked at the end (not where or how fast it ran)."""
+    raw = cfgmod.to_dict(cfg)
+    return {**relevant_fields(cfg), "search.generations": cfg.search.generations,
+            "search.budget": raw["search"]["budget"], "run.held_out_eval": cfg.run.held_out_eval,
+            "run.held_out_top_k": cfg.run.held_out_top_k}
+
+
 def finished(arm: Arm) -> bool:
-    """The arm ran to its end with exactly this config (nothing left to resume)."""
+    """The arm ran to its end with this config's outcome fields (nothing left to resume);
+    a change of resources only (ray, storage, batch sizes) does not re-run it."""
     events = list(read_events(arm.path))
     if not events or events[-1]["event"] != "run_ended":
         return False
     try:
-        return cfgmod.to_dict(RunDir(arm.path).load_config()) == cfgmod.to_dict(arm.cfg)
+        return outcome_fields(RunDir(arm.path).load_config()) == outcome_fields(arm.cfg)
     except (ConfigError, OSError):
         return False
 
