@@ -113,11 +113,10 @@ def _one(args: argparse.Namespace, judge) -> int:
         print(f"{'test':>4}  {'status':8}  {'seconds':>8}  detail")
         for t in outcome.tests:
             print(f"{t.index:>4}  {t.status.value:8}  {t.seconds:8.4f}  {t.detail[:80]}")
-        print("scores: " + ", ".join(f"{k}={getattr(scores, k):.2f}"
-                                     for k in scores.OBJECTIVES + ("fixed",)))
+        print("scores: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.to_dict().items()))
     else:
         print(json.dumps({"problem": problem.name, "status": outcome.status.value,
                           "passed": outcome.passed, "total": outcome.total, "fixed": fixed,
-                          "scores": {k: getattr(scores, k)
-                                     for k in scores.OBJECTIVES + ("fixed",)}}))
+                          "buggy_passed": judge.problem(problem.name).buggy_passed,
+                          "scores": scores.to_dict()}))
     return 0

@@ -24,13 +24,19 @@ from coral.search.genome import Genome, random_ca
 
 @dataclass(frozen=True)
 class CheapKnobs:
-    """Per-request sampling settings, named as in transformers' GenerationConfig."""
+    """Per-request sampling settings, named as in transformers' GenerationConfig.
+
+    The token budget is relative to the problem (coral.model.sampling.token_budget):
+    ``max_new_tokens + max_new_tokens_factor x tokens of the buggy function``; with factor 0
+    `max_new_tokens` is an absolute limit.
+    """
 
     temperature: float
     top_p: float
     top_k: int
     repetition_penalty: float
     max_new_tokens: int
+    max_new_tokens_factor: float = 0.0
 
 
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
