@@ -7,13 +7,13 @@ from coral.run.rundir import RunDir
 
 OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
              "search.population_size=3", "search.generations=2", "run.held_out_top_k=1",
-             "training.steps=2", "training.examples=8", "knobs.max_new_tokens=[8, 16]"]
+             "training.steps=2", "training.examples=8", "knobs.max_new_tokens=12"]
 
 
 def final_state(rd: RunDir) -> tuple:
     """Survivors with vectors, every genome's scores/fixes/adapter, the RNG, held-out scores."""
     ck = rd.load_checkpoint()
-    pop = [(p["genome"], p["vector"]) for p in ck["evolution"]["population"]]
+    pop = [(p["genome"], p["scores"]) for p in ck["evolution"]["population"]]
     genomes = {g: (r["scores"], r["fixed"], r["key"], r["knobs"]) for g, r in ck["genomes"].items()}
     held = [(g["id"], g["scores"]) for g in rd.read_json("heldout.json")["genomes"]]
     return pop, genomes, ck["evolution"]["rng"], held
