@@ -128,7 +128,7 @@ class Engine:
             self.events.write("run_ended", seconds=round(elapsed, 3),
                               wait_seconds=round(wait, 3), driver_seconds=round(elapsed - wait, 3),
                               generations=strategy.generation, cache=self.pools.cache_stats())
-            (self.rundir.path / "live.json").unlink(missing_ok=True)
+            self.rundir.clear_live()
         finally:
             self.events.close()
             self.progress.close()
@@ -310,6 +310,6 @@ class Engine:
             return
         self._last_live = now
         kinds = Counter(_STAGES[type(w).__name__] for w in inflight)
-        self.rundir.write_json("live.json", {
+        self.rundir.write_live({
             "time": time.time(), "generation": generation, "phase": phase, "queued": queued,
             "in_flight": {k: kinds.get(k, 0) for k in ("adapter", "generate", "judge")}})

@@ -19,12 +19,12 @@ from typing import Any, Optional
 from coral.config import ConfigError
 from coral.objectives import NAMES, PRIMARY
 from coral.run.plots import plot_cache, plot_fitness, plot_pareto
-from coral.run.rundir import REPORT_FILE, RunDir, read_json
+from coral.run.rundir import (CONFIG_FILE, LIVE_FILE, REPORT_FILE, RunDir, driver_seen,
+                             read_json)
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = NAMES     # report columns: every objective of coral/objectives.py, table order
-_LIVE_STALE_S = 60.0  # live.json older than this: the driver is not running any more
 
 
 def run_summary(path: str | Path) -> dict:
@@ -33,16 +33,19 @@ def run_summary(path: str | Path) -> dict:
     rd = RunDir(path)
     events = rd.events()
     ck = rd.load_checkpoint() or {}
-    live = read_json(rd.path / "live.json")
+    live = read_json(rd.path / LIVE_FILE)
     ended = bool(events) and events[-1]["event"] == "run_ended"
-    running = (not ended and live is not None and time.time() - live["time"] < _LIVE_STALE_S)
+    alive, last_seen = driver_seen(live)
+    running = not ended and alive
     wall = _wall_seconds(events, running)
     pools, generations = _pool_sizes(rd)
     judged = [e for e in events if e["event"] == "candidate_judged"]
     history = ck.get("history", [])
     return {
         "run_dir": str(rd.path),
-        "state": "finished" if ended else ("running" if running else "stopped"),
+        "state": "finished" if ended else ("running" if running else "interrupted"),
+        "last_seen_seconds": None if ended or last_seen is None else round(last_seen, 1),
+        "resume": None if ended or running else f"coral run {rd.path / CONFIG_FILE}",
         "generation": ck.get("generation", 0), "generations": generations,
         "restarts": max(0, sum(e["event"] == "run_started" for e in events) - 1),
         "wall_seconds": round(wall, 2),
@@ -52,7 +55,7 @@ def run_summary(path: str | Path) -> dict:
         "stages": _stages(events, wall, pools),
         "failures": dict(Counter(e["status"] for e in judged if e["status"] != "OK")),
         "candidates": len(judged),
-        "queues": live if running else None,
+        "queues": live if running and "queued" in live else None,
         "history": [{k: h.get(k) for k in ("generation", "best_display", "median_display",
                                            "unchanged", "tokens_per_sample", "cache_hit_rate",
                                            "seconds")} for h in history],
@@ -155,9 +158,25 @@ def _segment_wall(events: list[dict], start: int, end: int) -> float:
     return events[end - 1]["time"] - events[start]["time"]
 
 
+def _ago(seconds: float) -> str:
+    """A duration for humans: 42 s, 7 min, 3.5 h, 2.0 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def format_summary(s: dict) -> str:
     """Readable text of `run_summary`."""
-    lines = [f"run      {s['run_dir']} ({s['state']}, {s['restarts']} restart(s))",
+    state = s["state"]
+    if state == "interrupted":
+        seen = ("" if s.get("last_seen_seconds") is None
+                else f" (last seen {_ago(s['last_seen_seconds'])} ago)")
+        state = f"interrupted{seen} — `{s['resume']}` resumes it"
+    lines = [f"run      {s['run_dir']} ({state}, {s['restarts']} restart(s))",
              f"progress generation {s['generation']}/{s['generations']}, "
              f"{s['candidates']} candidates judged, {s['wall_seconds']:.0f} s of driver time"]
     if s["best"]:
