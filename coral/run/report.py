@@ -101,14 +101,14 @@ def _best(rd: RunDir, history: list[dict]) -> Optional[dict]:
 def _samples(judged: list[dict]) -> dict:
     """Sample counts per phase: how many, how many UNCHANGED / without a function, tokens."""
     out = {}
-    for phase in sorted({e["phase"] for e in judged}):
-        mine = [e for e in judged if e["phase"] == phase]
+    for phase in sorted({e.get("phase", "search") for e in judged}):
+        mine = [e for e in judged if e.get("phase", "search") == phase]
         tokens = [e["tokens"] for e in mine if "tokens" in e]
         out[phase] = {"samples": len(mine),
                       "unchanged": sum(e["status"] == "UNCHANGED" for e in mine),
                       "no_function": sum(e["status"] == "MISSING_FUNCTION" or not e.get("code")
                                          for e in mine),
-                      "fixed": sum(e["scores"].get("fixed", 0.0) >= 1.0 for e in mine),
+                      "fixed": sum(e.get("scores", {}).get(PRIMARY, 0.0) >= 1.0 for e in mine),
                       "tokens_per_sample": round(sum(tokens) / len(tokens), 1)
                       if tokens else None}
     return out
