@@ -169,6 +169,29 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _best_lines(b: Optional[dict]) -> list[str]:
+    """The best genome's scores (and fresh-seed scores) and the problems it fixed."""
+    if not b:
+        return []
+    sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in OBJECTIVES)
+    lines = [f"best     {b['genome']} (gen {b['generation']}): {sc}"]
+    if b.get("final_scores"):
+        lines.append(f"         on fresh seeds: pass@k {b['final_scores'][PRIMARY]:.3f}, "
+                     f"bugfix {b['final_scores']['bugfix']:.3f}")
+    return lines + [f"fixed    {', '.join(b['fixed']) or '-'}"]
+
+
+def _sample_lines(samples: dict) -> list[str]:
+    """Per phase: answers, fixed, UNCHANGED, without a function, tokens per answer."""
+    lines = []
+    for phase, n in samples.items():
+        tps = "-" if n["tokens_per_sample"] is None else f"{n['tokens_per_sample']:.0f}"
+        lines.append(f"samples  {phase}: {n['samples']} answers, {n['fixed']} fixed, "
+                     f"{n['unchanged']} UNCHANGED, {n['no_function']} without a function, "
+                     f"{tps} tokens per sample")
+    return lines
+
+
 def format_summary(s: dict) -> str:
     """Readable text of `run_summary`."""
     state = s["state"]
@@ -179,19 +202,7 @@ def format_summary(s: dict) -> str:
     lines = [f"run      {s['run_dir']} ({state}, {s['restarts']} restart(s))",
              f"progress generation {s['generation']}/{s['generations']}, "
              f"{s['candidates']} candidates judged, {s['wall_seconds']:.0f} s of driver time"]
-    if s["best"]:
-        b = s["best"]
-        sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in OBJECTIVES)
-        lines.append(f"best     {b['genome']} (gen {b['generation']}): {sc}")
-        if b.get("final_scores"):
-            lines.append(f"         on fresh seeds: pass@k {b['final_scores'][PRIMARY]:.3f}, "
-                         f"bugfix {b['final_scores']['bugfix']:.3f}")
-        lines.append(f"fixed    {', '.join(b['fixed']) or '-'}")
-    for phase, n in s.get("samples", {}).items():
-        tps = "-" if n["tokens_per_sample"] is None else f"{n['tokens_per_sample']:.0f}"
-        lines.append(f"samples  {phase}: {n['samples']} answers, {n['fixed']} fixed, "
-                     f"{n['unchanged']} UNCHANGED, {n['no_function']} without a function, "
-                     f"{tps} tokens per sample")
+    lines += _best_lines(s["best"]) + _sample_lines(s.get("samples", {}))
     c = s["cache"]
     rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.0%}"
     lines.append(f"cache    {c['lookups']} lookups: {c['hits']} hits, {c['trained']} trained, "
