@@ -129,7 +129,7 @@ def test_resume_refuses_an_old_checkpoint_format(tmp_path, quixbugs_dir, pools):
 
 
 def test_a_strategy_registered_here_runs_through_the_engine(tmp_path, quixbugs_dir, pools):
-    from coral.search.strategies import register
+    from coral.search.strategies import register, unregister
     from coral.search.strategies.random import RandomSearch
 
     @register("test-engine-random-twice")
@@ -140,10 +140,13 @@ def test_a_strategy_registered_here_runs_through_the_engine(tmp_path, quixbugs_d
             half = super().breed(ids[: (len(ids) + 1) // 2])
             return [dataclasses.replace(half[k // 2], id=i) for k, i in enumerate(ids)]
 
-    cfg = engine_config(tmp_path, quixbugs_dir, "search.strategy=test-engine-random-twice",
-                        "search.generations=1", "run.held_out_eval=false",
-                        "search.reevaluate_top=1")
-    rd = make_engine(cfg, pools).run(resume=False)
+    try:
+        cfg = engine_config(tmp_path, quixbugs_dir, "search.strategy=test-engine-random-twice",
+                            "search.generations=1", "run.held_out_eval=false",
+                            "search.reevaluate_top=1")
+        rd = make_engine(cfg, pools).run(resume=False)
+    finally:
+        unregister("test-engine-random-twice")
     ck = rd.load_checkpoint()
     assert ck["evolution"]["strategy"] == "test-engine-random-twice"
     g = list(ck["genomes"].values())

@@ -16,7 +16,7 @@ from coral.objectives import NAMES
 from coral.search.genome import Genome, genome_to_dict, is_valid
 from coral.search.selection import non_dominated_sort
 from coral.search.strategies import (StateRefused, make_strategy, register,
-                                     strategy_names)
+                                     strategy_names, unregister)
 from coral.search.strategies.random import RandomSearch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,13 +165,17 @@ def test_a_strategy_is_one_class_and_its_registration():
             self.rng.bit_generator.state = rng_state
             return out
 
-    cfg = from_dict({"search": {"strategy": "test-first-generation-forever",
-                                "population_size": 2}})
-    strat = make_strategy(cfg.search, 4)
-    assert isinstance(strat, Frozen) and strat.name == "test-first-generation-forever"
-    a = [genome_to_dict(g)["heavy"] for g in strat.ask()]
-    strat.tell({g.id: _synthetic(g) for g in strat.ask()})
-    assert [genome_to_dict(g)["heavy"] for g in strat.ask()] == a
+    try:
+        cfg = from_dict({"search": {"strategy": "test-first-generation-forever",
+                                    "population_size": 2}})
+        strat = make_strategy(cfg.search, 4)
+        assert isinstance(strat, Frozen) and strat.name == "test-first-generation-forever"
+        a = [genome_to_dict(g)["heavy"] for g in strat.ask()]
+        strat.tell({g.id: _synthetic(g) for g in strat.ask()})
+        assert [genome_to_dict(g)["heavy"] for g in strat.ask()] == a
+    finally:
+        unregister("test-first-generation-forever")
+    assert "test-first-generation-forever" not in strategy_names()
 
 
 _SCRIPT = """

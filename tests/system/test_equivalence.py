@@ -27,8 +27,10 @@ def test_in_process_and_ray_give_the_same_run(smoke_config, ray_local):
     local = RunDir(run(cfg("local"), resume=False, quiet=True, in_process=True, report=False))
     remote = RunDir(run(cfg("ray"), resume=False, quiet=True, report=False))
     assert final_state(local) == final_state(remote)
-    judged = [[(e["genome_id"], e["problem"], e["status"], e["scores"], e["code"])
+    judged = [[(e["genome_id"], e["problem"], e["sample"], e["status"], e["scores"], e["code"])
                for e in sorted((e for e in rd.events() if e["event"] == "candidate_judged"),
-                               key=lambda e: (e["phase"], e["genome_id"], e["problem"]))]
+                               key=lambda e: (e["phase"], e["genome_id"], e["problem"],
+                                              e["sample"]))]
               for rd in (local, remote)]
-    assert judged[0] == judged[1] and len(judged[0]) == 2 * 3 * 2 + 1
+    # 2 samples each: search (2 x 3 genomes x 2 problems), final (3 x 2), held-out (1 x 1)
+    assert judged[0] == judged[1] and len(judged[0]) == (2 * 3 * 2 + 3 * 2 + 1) * 2

@@ -64,6 +64,6 @@ def test_killed_actors_lose_nothing(smoke_config, ray_local):
         return ({g: (r["scores"], r["fixed"]) for g, r in ck["genomes"].items()},
                 [(p["genome"]["id"], p["scores"]) for p in ck["evolution"]["population"]])
     assert scores(rd) == scores(calm)
-    judged = [(e["generation"], e["genome_id"], e["problem"]) for e in rd.events()
-              if e["event"] == "candidate_judged"]
-    assert len(judged) == len(set(judged)) == 2 * 3 * 2
+    judged = [(e["phase"], e["generation"], e["genome_id"], e["problem"], e["sample"])
+              for e in rd.events() if e["event"] == "candidate_judged"]
+    assert len(judged) == len(set(judged)) == (2 * 3 * 2 + 3 * 2) * 2   # search + final

@@ -76,9 +76,10 @@ def test_sigkill_mid_generation_then_resume_matches_uninterrupted(tmp_path, quix
     assert _final(rd) == _final(ref)
     events = rd.events()
     assert [e["event"] for e in events].count("run_started") == 2
-    judged = [(e["generation"], e["genome_id"], e["problem"]) for e in events
-              if e["event"] == "candidate_judged"]
-    assert len(judged) == len(set(judged)) == 3 * 4 * 3   # nothing lost, nothing twice
+    judged = [(e["phase"], e["generation"], e["genome_id"], e["problem"], e["sample"])
+              for e in events if e["event"] == "candidate_judged"]
+    # nothing lost, nothing twice: 2 samples of search (3 x 4 x 3) and final (3 x 3) answers
+    assert len(judged) == len(set(judged)) == (3 * 4 * 3 + 3 * 3) * 2
     for line in rd.events_path.read_text().splitlines():    # still strict JSONL
         json.loads(line)
     assert json.loads((rd.path / "pareto.json").read_text())["population"] == \

@@ -26,6 +26,11 @@ def register(name: str) -> Callable[[type], type]:
     return add
 
 
+def unregister(name: str) -> None:
+    """Remove a registered strategy (tests that register their own clean up with it)."""
+    _REGISTRY.pop(name, None)
+
+
 def strategy_names() -> tuple[str, ...]:
     """Registered strategy names, in registration order."""
     return tuple(_REGISTRY)
@@ -45,4 +50,4 @@ def make_strategy(search_cfg, seed: int) -> SearchStrategy:
 from coral.search.strategies import nsga2, random  # noqa: E402,F401
 
 __all__ = ["PopulationStrategy", "SearchStrategy", "StateRefused", "make_strategy",
-           "register", "strategy_names"]
+           "register", "strategy_names", "unregister"]
