@@ -142,15 +142,23 @@ def start_zygote(setup: dict) -> Ports:
 
 
 def _zygote(ctl: int, pids: int, job: int, results: int, setup: dict) -> None:
-    """Fork one candidate process per byte on `ctl`; report its pid, then its exit status."""
+    """Per "f" on `ctl` fork one candidate process and report its pid; on the "k" that
+    follows, kill it and its session, reap it and report its exit status. Only the zygote,
+    its parent, kills it, and before reaping it: the pid cannot have been reused."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the supervisor
-    while os.read(ctl, 1):
+    while os.read(ctl, 1) == b"f":
         pid = os.fork()
         if pid == 0:
             os.close(ctl)
             os.close(pids)
             run_candidate(job, results, setup)
         os.write(pids, _PID_MSG.pack(0, pid))
+        os.read(ctl, 1)  # "k" (or the supervisor is gone: kill it all the same)
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         _, status = os.waitpid(pid, 0)
         os.write(pids, _PID_MSG.pack(1, status))
 
@@ -183,13 +191,9 @@ def _write_job(ports: Ports, line: bytes, start: int) -> None:
             continue
 
 
-def _end_process(ports: Ports, pid: int) -> str:
-    """Kill the process and its session, let the zygote reap it, drain its pipe; describe."""
-    for kill in (os.kill, os.killpg):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+def _end_process(ports: Ports) -> str:
+    """Have the zygote kill and reap the process, drain its pipe; describe how it ended."""
+    os.write(ports.ctl, b"k")
     status = _from_zygote(ports, 1)
     while True:  # nothing it wrote may reach the next process's reader
         try:
@@ -319,7 +323,7 @@ def _run_process(run: _Run, ports: Ports, start: int) -> int:
         while _step(run, proc, *proc.reader.next(proc.limit_end), time.monotonic()):
             pass
     finally:
-        why = _end_process(ports, proc.pid)
+        why = _end_process(ports)
         run.recycle |= proc.reader.bad | (not _empty(run.root))
     if not proc.ended:
         return run.n
