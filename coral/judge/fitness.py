@@ -35,8 +35,7 @@ import pycodestyle
 from pyflakes import api as flakes_api
 from pyflakes import reporter as flakes_reporter
 
-from coral.judge.quixbugs import Problem, signature
-from coral.judge.unchanged import PARSE_ERRORS
+from coral.judge.quixbugs import PARSE_ERRORS, Problem, signature
 from coral.messages import Candidate, CandidateStatus, CaseStatus, Scores, Verdict
 from coral.objectives import BY_NAME, NAMES, PRIMARY
 

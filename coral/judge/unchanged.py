@@ -15,8 +15,7 @@ from __future__ import annotations
 import ast
 from typing import Optional
 
-# Errors that ast.parse raises on hostile or degenerate input (also caught by the judge).
-PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError)
+from coral.judge.quixbugs import PARSE_ERRORS
 
 
 def _without_docstring(node: ast.stmt) -> ast.stmt:
