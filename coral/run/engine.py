@@ -30,6 +30,7 @@ from coral.config import Config
 from coral.judge import fitness
 from coral.judge.quixbugs import Problem, load_problems, select, split
 from coral.messages import Scores
+from coral.run.budget import exhausted, reserved_gpus, spent
 from coral.run.pipeline import (FINAL, HELDOUT, SEARCH, Judged, Key, Pipeline,
                                 judged_from_event)
 from coral.run.pools import Pools
@@ -119,7 +120,8 @@ class Engine:
                           held_out_problems=[p.name for p in self.held_out],
                           base_model=self.base_model, data_version=self.data_version)
         try:
-            while strategy.generation < self.cfg.search.generations:
+            while (strategy.generation < self.cfg.search.generations
+                   and not self._budget_spent()):
                 self._generation(strategy, known)
                 known = {}
             self._finish(strategy)
@@ -133,6 +135,16 @@ class Engine:
             self.events.close()
             self.progress.close()
         return self.rundir
+
+    def _budget_spent(self) -> bool:
+        """Whether `search.budget` is used up (checked at generation boundaries; see
+        coral.run.budget), recording why in the events."""
+        used = spent(self.rundir.events(), reserved_gpus(self.cfg))
+        reason = exhausted(self.cfg.search.budget, used)
+        if reason:
+            log.info("%s: stopping the search", reason)
+            self.events.write("budget_spent", reason=reason)
+        return reason is not None
 
     def _pipeline(self) -> Pipeline:
         """The evaluation pipeline over this run's pools, events and progress bars."""
