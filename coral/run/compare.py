@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from coral import config as cfgmod
 from coral.config import Config, ConfigError
+from coral.judge import fitness
 from coral.judge.quixbugs import Problem
 from coral.messages import Candidate, GenerationRequest
 from coral.run import stats
@@ -174,7 +175,8 @@ def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
                       seeds: Sequence[int], root: Path) -> dict:
     """Held-out pass@k of the baselines for every replicate seed (cached in baselines.json)."""
     key = {"model": cfg.model.base, "knobs": cfgmod.to_dict(cfg)["knobs"],
-           "problems": [p.name for p in held_out]}
+           "problems": [p.name for p in held_out], "n": cfg.search.samples_per_problem,
+           "k": cfg.search.pass_at_k}
     cached = read_json(root / BASELINES_FILE) or {}
     per_seed = dict(cached.get("per_seed", {})) if cached.get("key") == key else {}
     for seed in seeds:
@@ -187,16 +189,24 @@ def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
 
 def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
                     seed: int) -> dict:
-    """The three baselines with one replicate's sample seeds."""
+    """The three baselines with one replicate's held-out sample seeds.
+
+    default_knobs draws the same n samples per problem as the arms' held-out check (same
+    seeds, `search.samples_per_problem`); greedy decoding and the unchanged program give the
+    same answer whatever the seed, so one sample each is their exact pass@k.
+    """
     from coral.model.extract import extract_function
 
+    n = cfg.search.samples_per_problem
+    draws = {"unchanged": 1, "greedy_base": 1, "default_knobs": n}
     unchanged = [Candidate("unchanged", p.name, p.buggy_source) for p in held_out]
-    requests = []
-    for name, knobs in (("greedy_base", greedy_knobs(cfg)), ("default_knobs", default_knobs(cfg))):
-        requests += [GenerationRequest(
-            request_id=f"{name}/{p.name}", genome_id=name, problem=p.name,
-            buggy_source=p.buggy_source, adapter=None, knobs=knobs,
-            seed=sample_seed(seed, p.name, 0, HELDOUT)) for p in held_out]
+    requests = [GenerationRequest(
+        request_id=f"{name}/{p.name}/{i}", genome_id=name, problem=p.name,
+        buggy_source=p.buggy_source, adapter=None, knobs=knobs,
+        seed=sample_seed(seed, p.name, i, HELDOUT))
+        for name, knobs in (("greedy_base", greedy_knobs(cfg)),
+                            ("default_knobs", default_knobs(cfg)))
+        for p in held_out for i in range(draws[name])]
     by_name = {p.name: p for p in held_out}
     texts = _run(pools, pools.submit_generate(requests))
     generated = [Candidate(r.genome_id, r.problem,
@@ -205,9 +215,14 @@ def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
     verdicts = _run(pools, pools.submit_judge(unchanged + generated))
     out = {}
     for name in BASELINES:
-        mine = [v for v in verdicts if v.genome_id == name]
-        out[name] = {"pass_at_k": sum(v.fixed for v in mine) / len(mine),
-                     "fixed": sorted(v.problem for v in mine if v.fixed)}
+        correct = {p.name: 0 for p in held_out}
+        for v in verdicts:
+            if v.genome_id == name and v.fixed:
+                correct[v.problem] += 1
+        k = min(cfg.search.pass_at_k, draws[name])
+        out[name] = {"pass_at_k": sum(fitness.pass_at_k(draws[name], c, k)
+                                      for c in correct.values()) / len(held_out),
+                     "fixed": sorted(prob for prob, c in correct.items() if c)}
     return out
 
 
