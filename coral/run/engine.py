@@ -184,6 +184,7 @@ class Engine:
         summary = self._summary(g, genomes, time.perf_counter() - t0)
         self.history.append(summary)
         self.events.write("generation_summary", **summary)
+        self.progress.generation_done(summary)
         self.events.sync()  # events are durable before the checkpoint that relies on them
         self._checkpoint(evo, self.pools.cache_stats())
 
@@ -272,6 +273,7 @@ class Engine:
                 item = queue.popleft()
                 inflight[self._submit(item)] = item
             self._live(generation, phase, queue, inflight)
+            self.progress.tick(generation, phase)
             t0 = time.perf_counter()
             # A timeout, so live.json stays fresh while long trainings run.
             ready, _ = self.pools.wait(list(inflight), num_returns=1, timeout=_WAIT_S)
