@@ -107,8 +107,10 @@ def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool,
         try:
             path = run(cfg, resume=resume, in_process=in_process, progress=progress)
         except ResumeRefused as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            path, refused = None, exc
+    if path is None:  # printed here: inside console() stderr goes to run.log
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     print(final_answer(path), flush=True)
     return 0
 

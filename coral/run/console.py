@@ -3,8 +3,9 @@
 `console(run_dir, ...)` is the context of one `coral run` (or Ray job driver):
 
 - ``<run_dir>/run.log`` receives every log record of the driver (CORAL's, Ray's, third-party
-  libraries'), Python warnings (``logging.captureWarnings``), and the output of the Ray workers,
-  which cluster/console.py hands to the logger `WORKER_LOGGER` instead of printing it;
+  libraries'), Python warnings (``logging.captureWarnings``), whatever is printed to
+  ``sys.stderr`` (libraries' own bars and handlers), and the output of the Ray workers, which
+  cluster/observe.py hands to the logger `WORKER_LOGGER` instead of printing it;
 - the console receives the `Progress` (bars or lines, coral.run.progress) and CORAL's own
   warnings and errors (loggers under coral, cluster and actors; with ``-v`` their INFO too),
   printed through the progress so they do not tear the bars.
@@ -25,8 +26,33 @@ from coral.run.progress import Progress
 
 LOG_FILE = "run.log"
 WORKER_LOGGER = "coral.workers"        # lines printed by Ray workers (file only)
+STDERR_LOGGER = "stderr"               # what libraries print to sys.stderr in the driver
 OWN_LOGGERS = ("coral", "cluster", "actors")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _StderrToLog:
+    """Stands in for sys.stderr during a run: whatever a library prints there (a progress bar,
+    a handler made at import) becomes lines of run.log. Carriage-return redraws keep their
+    last state."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger, self._partial = logger, ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1] if line.rstrip("\r") else ""
+            if line.strip():
+                self.logger.info("%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 class _ConsoleHandler(logging.Handler):
@@ -76,9 +102,11 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
     ray_logger.handlers = [h for h in ray_logger.handlers if not _prints_to_terminal(h)]
     ray_logger.propagate = True
     logging.captureWarnings(True)
+    saved_stderr, sys.stderr = sys.stderr, _StderrToLog(logging.getLogger(STDERR_LOGGER))
     try:
         yield progress
     finally:
+        sys.stderr = saved_stderr
         progress.close()
         logging.captureWarnings(False)
         root.removeHandler(file_handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import warnings
 
 from coral.run.console import LOG_FILE, WORKER_LOGGER, console
@@ -58,20 +59,23 @@ def test_console_keeps_coral_lines_and_sends_the_rest_to_run_log(tmp_path):
         progress.write("hello")
         logging.getLogger("coral.run.engine").warning("coral warning")
         logging.getLogger("coral.run.engine").info("coral info")
-        logging.getLogger("transformers.modeling_utils").warning("library warning")
+        logging.getLogger("somelib.loader").warning("library warning")
+        print("Loading weights: 100%", file=sys.stderr)
         logging.getLogger(WORKER_LOGGER).warning("(GenerationWorker pid=1) Loading weights")
         logging.getLogger("ray").info("Started a local Ray instance.")
         warnings.warn("is deprecated", FutureWarning)
     shown = out.getvalue()
     assert "hello" in shown and "coral warning" in shown
-    for hidden in ("coral info", "library warning", "Loading weights", "Started a local",
+    for hidden in ("coral info", "library warning", "Loading", "Started a local",
                    "deprecated"):
         assert hidden not in shown
     log = (tmp_path / LOG_FILE).read_text()
     for kept in ("coral warning", "coral info", "library warning", "(GenerationWorker pid=1)",
+                 "stderr: Loading weights: 100%",
                  "Started a local Ray", "FutureWarning: is deprecated"):
         assert kept in log
     # the previous logging set-up is back
+    assert not hasattr(sys.stderr, "logger")
     assert not any(getattr(h, "baseFilename", "").endswith(LOG_FILE)
                    for h in logging.getLogger().handlers)
 
