@@ -1,7 +1,7 @@
 """Recover one function's source from a model's free-form answer.
 
-Models answer in several shapes, and the original system kept only one of them (it threw away
-plain ``def`` answers with prose around them). `extract_function` accepts:
+Models answer in several shapes, and a fix lost to a narrow extractor is a fix the search
+never sees (see docs/history.md). `extract_function` accepts:
 - fenced answers (```python ... ```), several blocks (the one defining the function wins,
   the last such block when there are several), a missing closing fence;
 - plain answers: prose, then ``def name(...)``, then more prose, possibly all indented;

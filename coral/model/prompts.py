@@ -1,7 +1,7 @@
 """The ONE prompt format, shared by adapter training and generation.
 
-The original system trained on one prompt and generated with another, so adapters learned a
-format the generator never showed them. Here both sides call `build_prompt`, and training
+An adapter only helps if generation shows it the format it was trained on, so both sides
+call `build_prompt` (docs/history.md tells what happened otherwise), and training
 teaches exactly the answer shape `format_target` writes (a fenced python block with only the
 fixed function, then the tokenizer's end-of-sequence token), which the extractor expects.
 """

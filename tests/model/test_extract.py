@@ -33,7 +33,7 @@ def test_fenced_answer():
 
 
 def test_plain_def_with_prose_around_it():
-    # The original system returned nothing for this shape.
+    # prose around a plain def: a narrow extractor returns nothing for this shape
     text = ("Here is the corrected function:\n\n" + FIXED_GCD +
             "\nThe bug was that the arguments of the recursive call were swapped.\n"
             "Now gcd(35, 21) returns 7.")

@@ -1,0 +1,37 @@
+"""Config of the judge box: which QuixBugs problems, and the sandbox's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from coral.config.fields import setting
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which QuixBugs checkout and problems, and how they split into train and held-out."""
+
+    quixbugs: Optional[str] = setting(
+        None, doc="QuixBugs checkout (null: $CORAL_QUIXBUGS, else ../shared/quixbugs)")
+    problems: tuple[str, ...] = setting((), doc="problem names to use (empty: all 40)")
+    held_out_fraction: float = setting(
+        0.25, ge=0.0, lt=1.0, doc="share of problems kept out of the search, scored at the end")
+    split_seed: int = setting(0, ge=0, doc="seed of the train/held-out split")
+    max_train_problems: int = setting(
+        0, ge=0, doc="cap on training problems, to shorten a run (0: no cap)")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits of the process-isolated judge (see coral/judge/sandbox.py)."""
+
+    time_floor_s: float = setting(1.0, gt=0.0, doc="least time a test case may take (s)")
+    time_factor: float = setting(
+        10.0, ge=1.0, doc="per-test limit = max(floor, factor x the reference fix's time)")
+    candidate_timeout_s: float = setting(
+        60.0, gt=0.0, doc="wall budget of one candidate over all its test cases (s)")
+    memory_mb: int = setting(1024, ge=64, doc="address-space limit of a candidate process (MiB)")
+    max_output_bytes: int = setting(
+        65536, ge=1024, doc="cap on what a candidate may print or return per test")
+    max_processes: int = setting(64, ge=1, doc="process limit of a candidate (RLIMIT_NPROC)")
