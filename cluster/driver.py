@@ -42,6 +42,9 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     started = False
     own_pools = pools is None
     rundir = RunDir(run_path(cfg)).create()
+    from coral.adapters.gc import register_run
+    from coral.adapters.store import store_from_config
+    register_run(store_from_config(cfg).root, rundir.path)  # its adapters are safe from gc
     if pools is None:
         if in_process:
             from coral.run.pools import in_process_pools

@@ -38,9 +38,9 @@ STALE_TEMP_S = 24 * 3600.0   # `.tmp-*` / `.old-*` folders older than this are d
 GB = 1024 ** 3
 
 
-def record_use(root: str | os.PathLike, key: str) -> None:
-    """Mark adapter `key` as used now (a no-op when it is not, or no longer, in the store)."""
-    path = Path(root) / key
+def record_use(folder: str | os.PathLike) -> None:
+    """Mark the adapter in `folder` as used now (a no-op when it is no longer in the store)."""
+    path = Path(folder)
     try:
         fd = os.open(path / USED_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
     except (FileNotFoundError, NotADirectoryError):
@@ -161,7 +161,7 @@ def inventory(root: str | os.PathLike, runs: Optional[Sequence[RunUse]] = None
             continue  # removed while we looked
         refs = [r for r in runs if key in r.keys]
         out.append(AdapterInfo(key, dict(meta.get("genes", {})), str(meta.get("base_model", "")),
-                               size, created, max(created, last),
+                               size, created, last,
                                tuple(r.name for r in refs),
                                any(not r.finished for r in refs)))
     return sorted(out, key=lambda a: (a.last_used, a.key))
