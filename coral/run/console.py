@@ -36,8 +36,8 @@ class _StderrToLog:
     a handler made at import) becomes lines of run.log. Carriage-return redraws keep their
     last state."""
 
-    def __init__(self, logger: logging.Logger) -> None:
-        self.logger, self._partial = logger, ""
+    def __init__(self, logger: logging.Logger, real: TextIO) -> None:
+        self.logger, self.real, self._partial = logger, real, ""
 
     def write(self, text: str) -> int:
         self._partial += text
@@ -53,6 +53,10 @@ class _StderrToLog:
 
     def isatty(self) -> bool:
         return False
+
+    def fileno(self) -> int:
+        """The real stderr's descriptor: crash dumps (faulthandler) still reach the terminal."""
+        return self.real.fileno()
 
 
 class _ConsoleHandler(logging.Handler):
@@ -102,7 +106,8 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
     ray_logger.handlers = [h for h in ray_logger.handlers if not _prints_to_terminal(h)]
     ray_logger.propagate = True
     logging.captureWarnings(True)
-    saved_stderr, sys.stderr = sys.stderr, _StderrToLog(logging.getLogger(STDERR_LOGGER))
+    saved_stderr = sys.stderr
+    sys.stderr = _StderrToLog(logging.getLogger(STDERR_LOGGER), saved_stderr)
     try:
         yield progress
     finally:
