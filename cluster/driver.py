@@ -58,9 +58,11 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
             pools = RayPools(cfg, problems)
     if progress is None:
         progress = Progress(enabled=None if quiet is None else not quiet)
+    heartbeat = rundir.heartbeat()   # `coral status` tells running from interrupted by it
     try:
         Engine(cfg, pools, rundir, train, held, base_model, version, progress).run(resume)
     finally:
+        heartbeat.stop()
         if own_pools:
             pools.close()
         if started:

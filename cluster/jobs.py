@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from cluster.local import PASSTHROUGH_ENV as DRIVER_FORWARDED
+from cluster.local import WORKER_ENV
 from coral import config as cfgmod
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ DRIVER_MODULE = "cluster.driver"
 # shipping a virtualenv or old runs would be both slow and wrong on another machine.
 WORKING_DIR_EXCLUDES = (".venv", ".git", "runs", ".cache", "__pycache__", "*.pyc",
                         "*.egg-info", "build", "dist", ".pytest_cache", ".whl", ".ci")
-# Forwarded to the job when set here; the paths must exist on the cluster too.
-PASSTHROUGH_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE")
+# What `coral submit` copies from your shell to the job when set (the paths must exist on the
+# cluster too). Not HF_TOKEN: job variables show in the dashboard, so a secret is passed
+# explicitly with --env. The driver then forwards cluster.local.WORKER_ENV to its workers.
+SUBMIT_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -79,20 +81,36 @@ def job_overrides(cfg: cfgmod.Config, overrides: Iterable[str]) -> list[str]:
 
 
 def job_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Variables the job needs: PASSTHROUGH_ENV as set here, then `env`."""
-    out = {name: os.environ[name] for name in PASSTHROUGH_ENV if os.environ.get(name)}
+    """Variables the job needs: SUBMIT_ENV as set here, then `env`."""
+    out = {name: os.environ[name] for name in SUBMIT_ENV if os.environ.get(name)}
     out.update(env or {})
     return out
+
+
+# Shell that sets $PY to the head's own interpreter. Ray runs the entrypoint with `sh -c` from
+# its job supervisor, a Python worker started with the interpreter `ray start` ran with; a bare
+# `python` would be whatever comes first on the head's PATH (a head started as
+# `.venv/bin/ray start` without activating the venv then fails with ModuleNotFoundError). The
+# supervisor's proctitle hides its argv and /proc/PID/exe resolves the venv's symlink away, so
+# the interpreter is found from where the supervisor loaded Ray from:
+# <prefix>/lib/pythonX.Y/{site,dist}-packages/ray/_raylet.so -> <prefix>/bin/python.
+HEAD_PYTHON = (
+    "PY=python; "
+    "R=$(grep -m 1 -o '/.*/ray/_raylet[.]so' /proc/$PPID/maps 2>/dev/null); "
+    'case "$R" in */lib/python*/*-packages/ray/_raylet.so) '
+    '[ -x "${R%/lib/python*}/bin/python" ] && PY="${R%/lib/python*}/bin/python";; esac; '
+    'echo "coral: driver interpreter $PY"; ')
 
 
 def entrypoint_for(config_rel: str, overrides: Iterable[str],
                    env: dict[str, str] | None = None) -> str:
     """The shell command the job runs on the head node (`env` set for the driver only)."""
     parts = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items()))] if env else []
-    parts += ["python", "-m", DRIVER_MODULE, config_rel]
+    args = ["-m", DRIVER_MODULE, config_rel]
     for item in overrides:
-        parts += ["--set", item]
-    return shlex.join(parts)
+        args += ["--set", item]
+    return " ".join(filter(None, [HEAD_PYTHON + "exec", shlex.join(parts), '"$PY"',
+                                  shlex.join(args)]))
 
 
 def runtime_env_for(root: Path, cfg: cfgmod.Config, env: dict[str, str] | None = None,
@@ -119,11 +137,11 @@ def prepare(config_path: str | os.PathLike, overrides: Iterable[str] = (),
     final = job_overrides(cfg, overrides)
     cfgmod.load(config_path, final)  # the exact config the driver will load
     variables = job_env(env)
-    # The driver forwards DRIVER_FORWARDED to its workers through ray.init(runtime_env=...);
+    # The driver forwards WORKER_ENV to its workers through ray.init(runtime_env=...);
     # Ray refuses to merge that with a job runtime_env setting the same variable, so those
     # reach the driver through the entrypoint and everything else through the runtime_env.
-    for_driver = {k: v for k, v in variables.items() if k in DRIVER_FORWARDED}
-    for_job = {k: v for k, v in variables.items() if k not in DRIVER_FORWARDED}
+    for_driver = {k: v for k, v in variables.items() if k in WORKER_ENV}
+    for_job = {k: v for k, v in variables.items() if k not in WORKER_ENV}
     runtime_env = runtime_env_for(root, cfg, for_job, pip)
     if cfg.dataset.quixbugs is None and "CORAL_QUIXBUGS" not in variables:
         log.warning("dataset.quixbugs is null and CORAL_QUIXBUGS is not set: the job will not "

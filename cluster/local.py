@@ -17,13 +17,15 @@ from coral.config import RayConfig
 
 log = logging.getLogger(__name__)
 
-# Environment the workers must see to find the data and caches (passed to every worker).
-PASSTHROUGH_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE", "HF_TOKEN", "HF_HOME")
+# What the driver hands every Ray worker it starts (from its own environment), so workers on
+# any node find the data and model caches and can download a gated model. Compare
+# cluster.jobs.SUBMIT_ENV: what `coral submit` copies from your shell to the job's driver.
+WORKER_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE", "HF_TOKEN", "HF_HOME")
 
 
 def worker_env() -> dict:
-    """The env vars forwarded to Ray workers (those set in this process)."""
-    return {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+    """The WORKER_ENV variables set in this process (forwarded to Ray workers)."""
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
 
 
 def connect(ray_cfg: RayConfig) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from coral.config import ConfigError
@@ -56,10 +58,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return _reader_gone()
     except (ConfigError, DatasetError, FileNotFoundError) as exc:
         # bad input (config, data location, model path): one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _reader_gone() -> int:
+    """The reader of stdout left (`coral status RUN | head`): stop quietly, as `cat` does.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again.
+    """
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ class Engine:
                               wait_seconds=round(self.wait_seconds, 3),
                               driver_seconds=round(elapsed - self.wait_seconds, 3),
                               generations=evo.generation, cache=self.pools.cache_stats())
-            (self.rundir.path / "live.json").unlink(missing_ok=True)
+            self.rundir.clear_live()
         finally:
             self.events.close()
             self.progress.close()
@@ -360,7 +360,7 @@ class Engine:
             return
         self._last_live = now
         kinds = [i[0] for i in inflight.values()]
-        self.rundir.write_json("live.json", {
+        self.rundir.write_live({
             "time": time.time(), "generation": generation, "phase": phase,
             "queued": len(queue), "in_flight": {k: kinds.count(k) for k in
                                                 ("adapter", "generate", "judge")}})

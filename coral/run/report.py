@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from coral.config import ConfigError
-from coral.run.rundir import REPORT_FILE, RunDir, read_json
+from coral.run.rundir import (CONFIG_FILE, LIVE_FILE, REPORT_FILE, RunDir, driver_seen,
+                             read_json)
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
-_LIVE_STALE_S = 60.0  # live.json older than this: the driver is not running any more
 
 
 def run_summary(path: str | Path) -> dict:
@@ -29,7 +29,7 @@ def run_summary(path: str | Path) -> dict:
     rd = RunDir(path)
     events = rd.events()
     ck = rd.load_checkpoint() or {}
-    live = read_json(rd.path / "live.json")
+    live = read_json(rd.path / LIVE_FILE)
     starts = [i for i, e in enumerate(events) if e["event"] == "run_started"]
     ended = bool(events) and events[-1]["event"] == "run_ended"
     # Wall time of the driver processes (a resumed run's downtime is not counted).
@@ -54,12 +54,15 @@ def run_summary(path: str | Path) -> dict:
                                        if e["outcome"] == "trained"]),
             "generate": sum(e["seconds"] for e in generated),
             "judge": sum(e["seconds"] for e in judged)}
-    running = (not ended and live is not None and time.time() - live["time"] < _LIVE_STALE_S)
+    alive, last_seen = driver_seen(live)
+    running = not ended and alive
     if running and starts:  # the driver is still going: count up to now
         wall += time.time() - events[-1]["time"]
     return {
         "run_dir": str(rd.path),
-        "state": "finished" if ended else ("running" if running else "stopped"),
+        "state": "finished" if ended else ("running" if running else "interrupted"),
+        "last_seen_seconds": None if ended or last_seen is None else round(last_seen, 1),
+        "resume": None if ended or running else f"coral run {rd.path / CONFIG_FILE}",
         "generation": ck.get("generation", 0), "generations": generations,
         "restarts": max(0, len(starts) - 1), "wall_seconds": round(wall, 2),
         "best": best and {"generation": best["generation"], "genome": best["best_genome"],
@@ -78,7 +81,7 @@ def run_summary(path: str | Path) -> dict:
                                     ("judge", len(judged)))},
         "failures": dict(Counter(e["status"] for e in judged if e["status"] != "OK")),
         "candidates": len(judged),
-        "queues": live if running else None,
+        "queues": live if running and "queued" in live else None,
         "history": [{k: h[k] for k in ("generation", "best_display", "median_display",
                                        "cache_hit_rate", "seconds")} for h in history],
     }
@@ -99,9 +102,25 @@ def _segment_wall(events: list[dict], start: int, end: int) -> float:
     return events[end - 1]["time"] - events[start]["time"]
 
 
+def _ago(seconds: float) -> str:
+    """A duration for humans: 42 s, 7 min, 3.5 h, 2.0 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def format_summary(s: dict) -> str:
     """Readable text of `run_summary`."""
-    lines = [f"run      {s['run_dir']} ({s['state']}, {s['restarts']} restart(s))",
+    state = s["state"]
+    if state == "interrupted":
+        seen = ("" if s.get("last_seen_seconds") is None
+                else f" (last seen {_ago(s['last_seen_seconds'])} ago)")
+        state = f"interrupted{seen} — `{s['resume']}` resumes it"
+    lines = [f"run      {s['run_dir']} ({state}, {s['restarts']} restart(s))",
              f"progress generation {s['generation']}/{s['generations']}, "
              f"{s['candidates']} candidates judged, {s['wall_seconds']:.0f} s of driver time"]
     if s["best"]:

@@ -3,6 +3,9 @@
 - ``config.yaml``     the config snapshot (coral.config.to_dict), written at every start
 - ``events.jsonl``    strict JSONL, one event per line, flushed after every line
 - ``checkpoint.json`` written atomically after every generation (tmp + fsync + os.replace)
+- ``live.json``       while a driver runs: its queue depths plus the driver's heartbeat (pid,
+                      host, boot id, time, refreshed every HEARTBEAT_S by a thread), so
+                      `coral status` can tell a running run from an interrupted one
 - ``pareto.json``, ``best.json``, ``heldout.json``, ``report.md``, ``*.png``
 
 A SIGKILL can cut the last line of events.jsonl; `open_events` drops such a partial tail
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -29,6 +34,11 @@ PARETO_FILE = "pareto.json"
 BEST_FILE = "best.json"
 HELDOUT_FILE = "heldout.json"
 REPORT_FILE = "report.md"
+LIVE_FILE = "live.json"
+
+HEARTBEAT_S = 5.0   # how often a running driver refreshes its heartbeat in live.json
+# A driver on another host cannot be checked by pid: no heartbeat for this long means gone.
+STALE_S = 30.0
 
 # Fields that change what the search does: a checkpoint is only resumed when they agree.
 # Excluded on purpose: where and how fast it runs (ray, storage, device, batch sizes,
@@ -169,6 +179,8 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._live_lock = threading.Lock()
+        self._live: Optional[dict] = None    # last queue state the engine reported
 
     @property
     def events_path(self) -> Path:
@@ -220,10 +232,112 @@ class RunDir:
         """A result file's content, or None."""
         return read_json(self.path / name)
 
+    # ------------------------------------------------------------- live state
+    def write_live(self, doc: dict) -> None:
+        """Replace live.json with `doc` (queue depths) plus this driver's heartbeat."""
+        with self._live_lock:
+            self._live = dict(doc)
+            self._write_live()
+
+    def beat(self) -> None:
+        """Refresh the heartbeat in live.json (no-op once `clear_live` ran)."""
+        with self._live_lock:
+            if self._live is not None:
+                self._write_live()
+
+    def clear_live(self) -> None:
+        """Remove live.json (the run ended); later heartbeats write nothing."""
+        with self._live_lock:
+            self._live = None
+            (self.path / LIVE_FILE).unlink(missing_ok=True)
+
+    def _write_live(self) -> None:
+        """Write live.json under the lock."""
+        atomic_write_json(self.path / LIVE_FILE,
+                          {**self._live, "heartbeat": time.time(), "driver": driver_identity()})
+
+    def heartbeat(self, every_s: float = HEARTBEAT_S) -> "Heartbeat":
+        """A started heartbeat thread for this run directory (stop it, or use `with`)."""
+        return Heartbeat(self, every_s)
+
     def clear(self) -> None:
         """Remove the files of a previous run (for --no-resume); keeps the directory."""
         for name in (EVENTS_FILE, CHECKPOINT_FILE, PARETO_FILE, BEST_FILE, HELDOUT_FILE,
-                     REPORT_FILE, "live.json"):
+                     REPORT_FILE, LIVE_FILE):
             (self.path / name).unlink(missing_ok=True)
         for png in self.path.glob("*.png"):
             png.unlink()
+
+
+class Heartbeat:
+    """A daemon thread that refreshes the run's heartbeat every `every_s` seconds.
+
+    A thread rather than the engine's loop: an in-process training or a long `wait` blocks
+    the loop for minutes, and the heartbeat must say "alive" exactly while the process is.
+    """
+
+    def __init__(self, rundir: RunDir, every_s: float = HEARTBEAT_S) -> None:
+        self.rundir = rundir
+        self.every_s = every_s
+        self._stop = threading.Event()
+        rundir.write_live({})      # the driver is alive from now on, before the first queue
+        self._thread = threading.Thread(target=self._loop, name="coral-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        """Beat until stopped."""
+        while not self._stop.wait(self.every_s):
+            self.rundir.beat()
+
+    def stop(self) -> None:
+        """Stop beating (live.json stays: a run that did not end was interrupted)."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "Heartbeat":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _boot_id() -> str:
+    """This machine's boot id (pids are only comparable within one boot), or ''."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """Start time of a process in clock ticks since boot (tells a reused pid apart), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]   # field 22; the name in (...) may hold spaces
+
+
+def driver_identity() -> dict:
+    """Who this driver is: host, boot id, pid and its start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid,
+            "start": _process_start(pid)}
+
+
+def driver_seen(live: Optional[dict], now: Optional[float] = None) -> tuple[bool, Optional[float]]:
+    """(is the driver that wrote `live` still running, seconds since its last heartbeat).
+
+    On the driver's own machine the answer is exact: its pid still runs the same process.
+    From elsewhere (a run directory on shared storage) a heartbeat older than STALE_S says
+    the driver is gone.
+    """
+    if not live:
+        return False, None
+    beat = live.get("heartbeat", live.get("time"))
+    age = None if beat is None else max(0.0, (now or time.time()) - float(beat))
+    who = live.get("driver") or {}
+    if who.get("host") == socket.gethostname() and who.get("boot") == _boot_id() and who.get("pid"):
+        start = _process_start(int(who["pid"]))
+        return start is not None and start == who.get("start"), age
+    return age is not None and age < STALE_S, age

@@ -47,8 +47,12 @@ def ray_head():
     # Ray >= 2.5x turns token auth on for `ray start` once ~/.ray/auth_token exists (any local
     # ray.init creates one); this private head listens on 127.0.0.1 only, so say "off".
     env["RAY_AUTH_MODE"] = "disabled"
-    # the job's `python` must be this venv's interpreter, as on a cluster it is the image's
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # As docs/deploy.md starts it: `.venv/bin/ray start --head` without activating the venv,
+    # so the venv is NOT on the head's PATH (the job must still run with the venv's python).
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and p != venv_bin)
+    env.pop("VIRTUAL_ENV", None)
     log_path = Path(temp_dir) / "head.log"
     with open(log_path, "wb") as out:
         head = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -104,9 +108,9 @@ def test_prepare_builds_job_from_config(tmp_path, monkeypatch):
     assert req.run_name == "smoke"
     # the driver forwards CORAL_QUIXBUGS to its workers itself, so it is set for the driver
     # only: the same variable in the job's runtime_env would make Ray refuse ray.init
-    assert req.entrypoint == ("env 'CORAL_QUIXBUGS=/data/Quix Bugs' python -m cluster.driver "
-                              "configs/smoke.yaml --set search.generations=1 "
-                              "--set ray.address=auto")
+    assert req.entrypoint == (jobs.HEAD_PYTHON + "exec env 'CORAL_QUIXBUGS=/data/Quix Bugs' "
+                              '"$PY" -m cluster.driver configs/smoke.yaml '
+                              "--set search.generations=1 --set ray.address=auto")
     renv = req.runtime_env
     assert renv["working_dir"] == str(REPO)
     assert {".venv", ".git", "runs", ".cache"} <= set(renv["excludes"])
@@ -132,15 +136,36 @@ def test_submission_ids_count_attempts_per_run():
     assert jobs.next_submission_id("My Run/2", []) == "coral-my-run-2-1"
 
 
-def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir, monkeypatch, capsys):
-    """`coral submit` runs the smoke config to SUCCEEDED as a Ray job; logs/jobs see it."""
-    from coral.cli import main
+def test_entrypoint_finds_the_interpreter_that_runs_ray():
+    """The entrypoint's shell, started by a Python process that loaded Ray (as Ray's job
+    supervisor is), picks that process's own interpreter, not the `python` on PATH."""
+    script = ("import subprocess, sys, ray; from cluster.jobs import HEAD_PYTHON; "
+              "print(subprocess.run(['sh', '-c', HEAD_PYTHON + 'echo \"$PY\"'], "
+              "capture_output=True, text=True).stdout.splitlines()[-1])")
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == Path(sys.executable).parent / "python"
 
-    monkeypatch.setenv("CORAL_QUIXBUGS", str(quixbugs_dir))
+
+def _coral(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """`.venv/bin/coral ARGS` from the repository root, as docs/deploy.md runs it."""
+    coral = Path(sys.executable).with_name("coral")
+    return subprocess.run([str(coral), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir):
+    """docs/deploy.md section 2, verbatim but for the config: `export CORAL_QUIXBUGS=...`,
+    `coral submit CONFIG --address URL` (prints coral-<run>-1), `coral logs`, `coral jobs`."""
+    env = dict(os.environ, CORAL_QUIXBUGS=str(quixbugs_dir))
+    env.pop("RAY_ADDRESS", None)
     runs = tmp_path / "runs"
-    assert main(["submit", str(SMOKE), "--address", ray_head,
-                 "--set", f"run.runs_dir={runs}"]) == 0
-    job_id = capsys.readouterr().out.strip().splitlines()[-1]
+    res = _coral("submit", "configs/smoke.yaml", "--address", ray_head,
+                 "--set", f"run.runs_dir={runs}", env=env)
+    assert res.returncode == 0, res.stderr
+    job_id = res.stdout.strip().splitlines()[-1]
     assert job_id == "coral-smoke-1"
     jc = jobs.client(ray_head)
     try:
@@ -150,14 +175,14 @@ def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir, monkeypa
         raise
     logs = jc.get_job_logs(job_id)
     assert status == "SUCCEEDED", f"job {job_id} ended {status}; logs:\n{logs[-6000:]}"
+    assert f"coral: driver interpreter {Path(sys.executable).parent / 'python'}" in logs
     run_dir = runs / "smoke"
     for name in ("checkpoint.json", "events.jsonl", "best.json"):
         assert (run_dir / name).is_file(), f"{name} missing in {sorted(os.listdir(run_dir))}"
-    assert main(["logs", job_id, "--address", ray_head]) == 0
-    assert "run directory:" in capsys.readouterr().out
-    assert main(["jobs", "--address", ray_head]) == 0
-    line = capsys.readouterr().out.strip()
-    assert line.split()[:3] == [job_id, "SUCCEEDED", "smoke"]
+    res = _coral("logs", job_id, "--address", ray_head, env=env)
+    assert res.returncode == 0 and "run directory:" in res.stdout, res.stderr
+    res = _coral("jobs", "--address", ray_head, env=env)
+    assert res.stdout.strip().splitlines()[-1].split()[:3] == [job_id, "SUCCEEDED", "smoke"]
     # a resubmit of the same run is a new, visible attempt (it resumes from the checkpoint)
     listed = [r["id"] for r in jobs.coral_jobs(jc)]
     assert jobs.next_submission_id("smoke", listed) == "coral-smoke-2"
