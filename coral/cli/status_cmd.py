@@ -19,10 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _status(args: argparse.Namespace) -> int:
     """Print the run summary as text or JSON."""
     from coral.run.report import format_summary, run_summary
+    from coral.run.rundir import read_json
 
     if not (Path(args.run_dir) / "events.jsonl").exists():
         print(f"error: {args.run_dir} is not a run directory (no events.jsonl)", file=sys.stderr)
         return 2
     summary = run_summary(args.run_dir)
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    # Where to watch it live (written by the driver at start): only while the run is up.
+    live = read_json(Path(args.run_dir) / "ray.json") if summary["state"] == "running" else None
+    if args.json:
+        print(json.dumps(dict(summary, ray=live), indent=1))
+        return 0
+    print(format_summary(summary))
+    if live and live.get("dashboard"):
+        print(f"dashboard {live['dashboard']}")
+    if live and live.get("metrics"):
+        print(f"metrics  {', '.join(live['metrics'])} (Prometheus)")
     return 0

@@ -47,9 +47,21 @@ def _metric_lines(url: str) -> list[str]:
     return [line for line in body.splitlines() if line.startswith("ray_coral_")]
 
 
+def _series(lines: list[str]) -> set[str]:
+    """'name{tag="v"}' of each sample, Ray's own tags (node, worker, ...) dropped."""
+    out = set()
+    for line in lines:
+        name, _, rest = line.partition("{")
+        ours = [t for t in rest.split("}")[0].split(",")
+                if t.split("=")[0] in ("pool", "status", "outcome")]
+        out.add(name + ("{" + ",".join(sorted(ours)) + "}" if ours else ""))
+    return out
+
+
 def _run_on_pty(args: list[str], env: dict, run_dir: Path, timeout: float = 400
-                ) -> tuple[int, bytes, list[str]]:
-    """Run on a 120x40 pty; return (exit code, everything it printed, metrics seen mid-run)."""
+                ) -> tuple[int, bytes, set[str], str | None]:
+    """Run on a 120x40 pty; return (exit code, everything it printed, metric series seen while
+    it ran, `coral status` output taken meanwhile)."""
     master, slave = pty.openpty()
     import fcntl
     import termios
@@ -57,7 +69,8 @@ def _run_on_pty(args: list[str], env: dict, run_dir: Path, timeout: float = 400
     proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO,
                             close_fds=True)
     os.close(slave)
-    out, metrics, deadline = bytearray(), [], time.monotonic() + timeout
+    out, metrics, deadline = bytearray(), set(), time.monotonic() + timeout
+    status = None
     next_poll = 0.0
     try:
         while time.monotonic() < deadline:
@@ -70,18 +83,22 @@ def _run_on_pty(args: list[str], env: dict, run_dir: Path, timeout: float = 400
                 if not chunk:
                     break
                 out += chunk
-            if not metrics and time.monotonic() >= next_poll:
+            if time.monotonic() >= next_poll:  # the run's own Ray, while it lives
                 next_poll = time.monotonic() + 1.0
                 doc = json.loads((run_dir / "ray.json").read_text()) \
                     if (run_dir / "ray.json").exists() else {}
                 for url in doc.get("metrics", []):
-                    metrics = metrics or _metric_lines(url)
+                    metrics |= _series(_metric_lines(url))
+                if metrics and status is None:   # `coral status` points at the live Ray
+                    status = subprocess.run([sys.executable, "-m", "coral", "status",
+                                             str(run_dir)], capture_output=True, text=True,
+                                            cwd=REPO, env=env, timeout=120).stdout
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    return code, bytes(out), metrics
+    return code, bytes(out), metrics, status
 
 
 def test_coral_run_on_a_terminal_shows_progress_and_answer_only(tmp_path, quixbugs_dir):
@@ -89,7 +106,7 @@ def test_coral_run_on_a_terminal_shows_progress_and_answer_only(tmp_path, quixbu
     # Metrics leave the workers every second instead of every ten (a Ray system setting).
     env = dict(os.environ, CORAL_QUIXBUGS=str(quixbugs_dir), RAY_metrics_report_interval_ms="1000",
                TERM="xterm")
-    code, raw, metrics = _run_on_pty(
+    code, raw, metrics, status = _run_on_pty(
         [sys.executable, "-m", "coral", "run", "configs/smoke.yaml", "--no-resume",
          "--set", f"run.runs_dir={tmp_path}/runs",
          "--set", f"storage.adapters={tmp_path}/adapters"], env, run_dir)
@@ -109,3 +126,14 @@ def test_coral_run_on_a_terminal_shows_progress_and_answer_only(tmp_path, quixbu
     log = (run_dir / "run.log").read_text()
     assert re.search(r"\((GenerationWorker|TrainingWorker) pid=\d+\)", log)   # routed, not lost
     assert "Started a local Ray instance" in log
+
+    # Ray-native metrics, read back from the run's Prometheus endpoint while it ran
+    for series in ('ray_coral_samples_generated_total', 'ray_coral_adapter_trainings_total',
+                   'ray_coral_cache_lookups_total{outcome="miss"}',
+                   'ray_coral_pool_busy_seconds_total{pool="generation"}',
+                   'ray_coral_pool_busy_seconds_total{pool="judge"}',
+                   'ray_coral_pool_busy_seconds_total{pool="training"}',
+                   'ray_coral_pool_queue_depth{pool="generation"}'):
+        assert series in metrics, (series, sorted(metrics))
+    assert any(m.startswith("ray_coral_candidates_judged_total{status=") for m in metrics)
+    assert status and "metrics  http://" in status, status
