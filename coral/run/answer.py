@@ -77,6 +77,7 @@ def final_answer(path: str | Path, report: Optional[Path] = None) -> str:
     rd = RunDir(path)
     report = report or rd.path / REPORT_FILE
     parts = [format_summary(run_summary(rd.path)), "", *best_lines(rd), *baseline_lines(rd)]
+    parts.append(f"run directory: {rd.path}")
     if report.exists():
         parts.append(f"report: {report}")
     return "\n".join(parts)
