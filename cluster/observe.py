@@ -5,7 +5,9 @@
 - `route_worker_output()`: Ray forwards every worker's stdout/stderr to the driver
   (`log_to_driver`) and prints it there, where it cuts through CORAL's progress (model loading
   bars, library warnings). This replaces that printer with one that logs each line, prefixed as
-  Ray prefixes it, to the logger `coral.run.console.WORKER_LOGGER` (run.log only). The output
+  Ray prefixes it, to the logger `coral.run.console.WORKER_LOGGER` (run.log only) while a
+  `coral run` console holds that logger; other drivers (Modal's entry, tests) keep Ray's
+  printing. The output
   also stays in Ray's own per-worker log files (the dashboard's Logs view, `ray logs`).
   Ray has no public switch for where forwarded lines go, so this uses its stream dispatcher
   (`ray._private.ray_logging`); when that is missing, forwarding is turned off instead and the
@@ -29,9 +31,16 @@ _RAY_PRINTER = "ray_print_logs"     # name of Ray's own handler in the dispatche
 _OURS = "coral_worker_log"
 
 
+_ray_printer = None   # Ray's own printer, for drivers outside a `coral run` console
+
+
 def _log_batch(batch: dict) -> None:
-    """One batch of forwarded lines of one worker, to the worker logger."""
+    """One batch of forwarded lines of one worker: to run.log while a console (coral.run.console)
+    holds the worker logger, else printed the way Ray prints them."""
     logger = logging.getLogger(WORKER_LOGGER)
+    if not logger.handlers and _ray_printer is not None:
+        _ray_printer(batch)
+        return
     who = batch.get("actor_name") or batch.get("task_name") or ""
     prefix = f"({who + ' ' if who else ''}pid={batch.get('pid')})"
     level = logging.WARNING if batch.get("is_err") else logging.INFO
@@ -57,6 +66,10 @@ def route_worker_output() -> bool:
     except ImportError:  # a Ray without the dispatcher: keep the terminal clean regardless
         log.warning("this Ray cannot route worker output; it stays in Ray's worker log files")
         return False
+    global _ray_printer
+    for name, handler in list(getattr(dispatcher, "handlers", ())):
+        if name == _RAY_PRINTER:
+            _ray_printer = handler
     dispatcher.remove_handler(_RAY_PRINTER)
     dispatcher.remove_handler(_OURS)
     dispatcher.add_handler(_OURS, _log_batch)

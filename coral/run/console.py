@@ -96,7 +96,11 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
     shown = Progress(enabled=True, out=out, bars=False) if quiet else progress
     console_handler = _ConsoleHandler(shown, logging.INFO if verbose else logging.WARNING)
     root, ray_logger = logging.getLogger(), logging.getLogger("ray")
+    workers = logging.getLogger(WORKER_LOGGER)
     saved = (root.level, list(root.handlers), list(ray_logger.handlers), ray_logger.propagate)
+    # Workers' lines: run.log only (its handler here also tells cluster/observe.py to log them).
+    workers.addHandler(file_handler)
+    workers.propagate = False
     # Handlers that print to the terminal are replaced; file or test handlers stay.
     root.handlers = [h for h in root.handlers if not _prints_to_terminal(h)]
     root.addHandler(file_handler)
@@ -116,6 +120,8 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
         logging.captureWarnings(False)
         root.removeHandler(file_handler)
         root.removeHandler(console_handler)
+        workers.removeHandler(file_handler)
+        workers.propagate = True
         file_handler.close()
         root.setLevel(saved[0])
         root.handlers = saved[1]
