@@ -1,4 +1,7 @@
-"""GenerationPool: Ray actors, each holding one resident base model (a `Generator`).
+"""GenerationPool: Ray actors, each holding one generation backend (a resident base model).
+
+The backend is the one `generation.backend` names (coral.model.backend; ``hf``, the resident
+Hugging Face `Generator`, by default); the actor only forwards to it.
 
 Every actor loads the base model once in its
 constructor; adapters are loaded into each actor's LRU on demand. Actors are created with
@@ -27,17 +30,17 @@ import ray
 from actors import metrics
 from actors.pool import LeastLoaded
 from coral.config import Config
-from coral.model.generation import Generator
+from coral.model.backend import create_backend
 from coral.messages import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
 
 class GenerationWorker:
-    """Plain class behind the actor: one `Generator` (base model resident)."""
+    """Plain class behind the actor: one generation backend (base model resident)."""
 
     def __init__(self, cfg: Config) -> None:
-        self.generator = Generator(cfg)
+        self.backend = create_backend(cfg)
 
     def pid(self) -> int:
         """Process id of this worker (tests use it to see restarts)."""
@@ -46,15 +49,13 @@ class GenerationWorker:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Texts for `requests`, same order."""
         with metrics.busy("generation"):
-            results = self.generator.generate(list(requests))
+            results = self.backend.generate(list(requests))
         metrics.samples_generated(len(results))
         return results
 
     def stats(self) -> dict:
-        """Load counters and resident adapters of this worker."""
-        g = self.generator
-        return {"base_loads": g.base_loads, "adapter_loads": g.adapter_loads,
-                "resident": list(g.resident), "device": str(g.device), "dtype": str(g.dtype)}
+        """Load counters and resident adapters of this worker's backend."""
+        return self.backend.stats()
 
 
 class GenerationPool(LeastLoaded):

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "coral.cli.status_cmd",
     "coral.cli.cache_cmd",
     "coral.cli.report_cmd",
+    "coral.cli.compare_cmd",
     "coral.cli.jobs_cmd",
     "coral.cli.modal_cmd",
 )

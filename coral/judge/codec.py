@@ -10,7 +10,12 @@ tuple keys, ``inf``), and pickle must never be used on what a candidate process 
 `encode` runs in the untrusted child on whatever the candidate returned: it walks exact
 builtin types only, consumes iterators (generators are answers for e.g. ``flatten``) and
 stops at `MAX_ITEMS` / `MAX_DEPTH` / `MAX_CHARS`, raising `Unserialisable` for anything else.
-`decode` runs in the trusted judge and accepts only this grammar.
+`decode` rebuilds real values; the child uses it for the judge's (trusted) test inputs.
+
+What a candidate returns is read in the judge by `loads_result` instead, which builds no
+hashed container from candidate data (integers that collide in a set or dict would cost the
+judge quadratic time): a set becomes a `Bag` of its elements sorted by `order_key`, a dict the
+`Pairs` sorted by key, and `coral.judge.quixbugs.outputs_match` compares those canonical forms.
 """
 
 from __future__ import annotations
@@ -51,14 +56,17 @@ def _float(v: float) -> Any:
     return {"f": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
 
 
-def encode(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = None) -> Any:
-    """Convert `value` to tagged JSON-able data; raise `Unserialisable` if it cannot be."""
-    budget = _Budget()
+class _Encoder:
+    """One `encode` call: its budget and the optional graph-node lookup."""
 
-    def enc(v: Any, depth: int) -> Any:
+    def __init__(self, node_index: Optional[Callable[[Any], Optional[int]]]) -> None:
+        self.budget, self.node_index = _Budget(), node_index
+
+    def enc(self, v: Any, depth: int) -> Any:
+        """Exact builtin types here; anything else through `_other`."""
         if depth > MAX_DEPTH:
             raise Unserialisable("result nested too deeply")
-        budget.take()
+        self.budget.take()
         t = type(v)
         if v is None or t is bool:
             return v
@@ -69,44 +77,52 @@ def encode(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = No
         if t is float:
             return _float(v)
         if t is str:
-            budget.take(0, len(v))
+            self.budget.take(0, len(v))
             return v
         if t is list:
-            return [enc(x, depth + 1) for x in v]
+            return [self.enc(x, depth + 1) for x in v]
         if t is tuple:
-            return {"t": [enc(x, depth + 1) for x in v]}
+            return {"t": [self.enc(x, depth + 1) for x in v]}
         if t is set or t is frozenset:
-            return {"s": [enc(x, depth + 1) for x in v]}
+            return {"s": [self.enc(x, depth + 1) for x in v]}
         if t is dict:
-            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
-        if node_index is not None:
-            idx = node_index(v)
+            return {"d": [[self.enc(k, depth + 1), self.enc(x, depth + 1)]
+                          for k, x in v.items()]}
+        return self._other(v, depth)
+
+    def _other(self, v: Any, depth: int) -> Any:
+        """Graph nodes, subclasses of builtins (read through the base class, so their own
+        overrides cannot change what is reported) and iterators (consumed)."""
+        if self.node_index is not None:
+            idx = self.node_index(v)
             if idx is not None:
                 return {"n": idx}
-        # Subclasses of builtins: read them through the base class so their own
-        # overrides cannot change what is reported.
         for base, conv in ((bool, bool.__bool__), (int, int.__index__), (float, float.__float__),
                            (str, str.__str__)):
             if isinstance(v, base):
-                return enc(conv(v), depth)
+                return self.enc(conv(v), depth)
         if isinstance(v, list):
-            return [enc(x, depth + 1) for x in list.__iter__(v)]
+            return [self.enc(x, depth + 1) for x in list.__iter__(v)]
         if isinstance(v, tuple):
-            return {"t": [enc(x, depth + 1) for x in tuple.__iter__(v)]}
+            return {"t": [self.enc(x, depth + 1) for x in tuple.__iter__(v)]}
         if isinstance(v, dict):  # defaultdict, OrderedDict, Counter ...
-            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in dict.items(v)]}
+            return {"d": [[self.enc(k, depth + 1), self.enc(x, depth + 1)]
+                          for k, x in dict.items(v)]}
         if isinstance(v, (set, frozenset)):
             items = set.__iter__(v) if isinstance(v, set) else frozenset.__iter__(v)
-            return {"s": [enc(x, depth + 1) for x in items]}
+            return {"s": [self.enc(x, depth + 1) for x in items]}
         if isinstance(v, (range, collections.abc.Iterator)):
             out = []
             for x in v:
-                budget.take()
+                self.budget.take()
                 out.append(x)
-            return enc(out, depth)
-        raise Unserialisable(f"result of type {t.__name__} is not a plain value")
+            return self.enc(out, depth)
+        raise Unserialisable(f"result of type {type(v).__name__} is not a plain value")
 
-    return enc(value, 0)
+
+def encode(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = None) -> Any:
+    """Convert `value` to tagged JSON-able data; raise `Unserialisable` if it cannot be."""
+    return _Encoder(node_index).enc(value, 0)
 
 
 def dumps(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = None) -> str:
@@ -174,4 +190,113 @@ def loads(text: str, nodes: Optional[list] = None) -> Any:
     try:
         return decode(json.loads(text), nodes)
     except (RecursionError, TypeError, IndexError) as exc:
+        raise ValueError(f"malformed value: {exc}"[:200]) from None
+
+
+class Bag(tuple):
+    """A set as its distinct elements sorted by `order_key` (compared without hashing)."""
+
+    __slots__ = ()
+
+
+class Pairs(tuple):
+    """A dict as its (key, value) pairs sorted by `order_key` of the key, keys distinct."""
+
+    __slots__ = ()
+
+
+def order_key(v: Any) -> tuple:
+    """A total order over canonical values; equal keys iff Python's set/dict would merge them
+    (1 == 1.0 == True; NaN equals only NaN here)."""
+    if v is None:
+        return (0,)
+    if isinstance(v, (bool, int, float)):
+        return (2,) if v != v else (1, v)
+    if isinstance(v, str):
+        return (3, v)
+    if isinstance(v, Bag):
+        return (6, tuple(order_key(x) for x in v))
+    if isinstance(v, Pairs):
+        return (7, tuple((order_key(k), order_key(x)) for k, x in v))
+    if isinstance(v, tuple):
+        return (4, tuple(order_key(x) for x in v))
+    if isinstance(v, list):
+        return (5, tuple(order_key(x) for x in v))
+    return (8, repr(v))  # NodeRef and other placeholders of trusted data
+
+
+def _bag(items: list) -> Bag:
+    """Sorted, with duplicates (equal order keys) dropped."""
+    keyed = sorted(((order_key(x), i) for i, x in enumerate(items)), key=lambda t: t[0])
+    out, last = [], object()
+    for key, i in keyed:
+        if key != last:
+            out.append(items[i])
+            last = key
+    return Bag(out)
+
+
+def _pairs(pairs: list) -> Pairs:
+    """Sorted by key; of duplicate keys the last one wins, as in a dict literal."""
+    keyed = sorted(((order_key(k), -i) for i, (k, _) in enumerate(pairs)), key=lambda t: t)
+    out, last = [], object()
+    for key, neg in keyed:
+        if key != last:
+            out.append(pairs[-neg])
+            last = key
+    return Pairs(out)
+
+
+def canonical(value: Any, depth: int = 0) -> Any:
+    """A trusted real value (expected answer) in canonical form: sets -> Bag, dicts -> Pairs."""
+    if depth > MAX_DEPTH + 2:
+        raise ValueError("value nested too deeply")
+    if isinstance(value, (Bag, Pairs)):
+        return value
+    if isinstance(value, (set, frozenset)):
+        return _bag([canonical(x, depth + 1) for x in value])
+    if isinstance(value, dict):
+        return _pairs([(canonical(k, depth + 1), canonical(x, depth + 1))
+                       for k, x in value.items()])
+    if isinstance(value, tuple):
+        return tuple(canonical(x, depth + 1) for x in value)
+    if isinstance(value, list):
+        return [canonical(x, depth + 1) for x in value]
+    return value
+
+
+def _result(data: Any, budget: _Budget, depth: int) -> Any:
+    """Tagged JSON from a candidate -> canonical value; only the wire grammar, within caps."""
+    if depth > MAX_DEPTH + 2:
+        raise ValueError("value nested too deeply")
+    budget.take()
+    if data is None or type(data) in (bool, int, float):
+        return data
+    if type(data) is str:
+        budget.take(0, len(data))
+        return data
+    if type(data) is list:
+        return [_result(x, budget, depth + 1) for x in data]
+    if type(data) is dict and len(data) == 1:
+        (tag, body), = data.items()
+        if tag == "f" and body in ("inf", "-inf", "nan"):
+            return float(body)
+        if type(body) is list and tag in ("t", "s"):
+            items = [_result(x, budget, depth + 1) for x in body]
+            return tuple(items) if tag == "t" else _bag(items)
+        if type(body) is list and tag == "d":
+            if not all(type(p) is list and len(p) == 2 for p in body):
+                raise ValueError("bad dict entry")
+            return _pairs([(_result(k, budget, depth + 1), _result(x, budget, depth + 1))
+                           for k, x in body])
+    raise ValueError(f"not a wire value: {str(data)[:80]}")
+
+
+def loads_result(text: str) -> Any:
+    """A candidate's encoded result -> canonical value; ValueError on anything malformed."""
+    if len(text) > 4 * MAX_CHARS:
+        raise ValueError("result too large")
+    try:
+        return _result(json.loads(text), _Budget(), 0)
+    except (RecursionError, TypeError, Unserialisable) as exc:
         raise ValueError(f"malformed value: {exc}"[:200]) from None
