@@ -209,6 +209,7 @@ class Engine:
         summary = self._summary(g, genomes, time.perf_counter() - t0)
         self.history.append(summary)
         self.events.write("generation_summary", **summary)
+        self.progress.generation_done(summary)
         self.events.sync()  # events are durable before the checkpoint that relies on them
         self._checkpoint(strategy)
 

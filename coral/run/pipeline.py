@@ -155,6 +155,7 @@ class Pipeline:
                 work = queue.popleft()
                 inflight[self._submit(work)] = work
             self.on_wait(run.generation, run.phase, len(queue), list(inflight.values()))
+            self.progress.tick(run.generation, run.phase)
             t0 = time.perf_counter()
             # A timeout, so live.json stays fresh while long trainings run.
             ready, _ = self.pools.wait(list(inflight), num_returns=1, timeout=_WAIT_S)

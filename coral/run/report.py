@@ -88,8 +88,8 @@ def _best(rd: RunDir, history: list[dict]) -> Optional[dict]:
     best = rd.read_json("best.json")
     if best:
         return {"generation": best["generation"], "genome": best["id"],
-                "display": best["display"], "scores": best["scores"], "fixed": best["fixed"],
-                "final_scores": best.get("final")}
+                "display": best["display"], "scores": best.get("scores", {}),
+                "fixed": best["fixed"], "final_scores": best.get("final")}
     if not history:
         return None
     h = max(history, key=lambda h: h["best_display"])
@@ -173,7 +173,7 @@ def _best_lines(b: Optional[dict]) -> list[str]:
     """The best genome's scores (and fresh-seed scores) and the problems it fixed."""
     if not b:
         return []
-    sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in OBJECTIVES)
+    sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in OBJECTIVES if k in b["scores"])
     lines = [f"best     {b['genome']} (gen {b['generation']}): {sc}"]
     if b.get("final_scores"):
         lines.append(f"         on fresh seeds: pass@k {b['final_scores'][PRIMARY]:.3f}, "
