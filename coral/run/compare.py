@@ -110,6 +110,7 @@ def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
     if not held_out or not cfg.run.held_out_eval:
         raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
+    plan(cfg, strategies, 1)  # an unknown strategy is a config error naming it
 
 
 def outcome_fields(cfg: Config) -> dict:
