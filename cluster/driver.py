@@ -10,14 +10,39 @@ returns the run directory. `coral run` and Ray jobs (cluster/jobs.py) both come 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from coral import config as cfgmod
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def open_pools(cfg: cfgmod.Config, problems, in_process: bool = False) -> Iterator:
+    """The pools of a config, closed (and a Ray this call started shut down) on exit.
+
+    `in_process` runs the pools' plain classes in this process instead of Ray actors (same
+    results, no parallelism). `coral compare` holds one set across all its runs.
+    """
+    if in_process:
+        from coral.run.pools import in_process_pools
+        pools, started = in_process_pools(cfg, problems), False
+    else:
+        from cluster.local import connect
+        from cluster.ray_pools import RayPools
+        started = connect(cfg.ray)
+        pools = RayPools(cfg, problems)
+    try:
+        yield pools
+    finally:
+        pools.close()
+        if started:
+            from cluster.local import disconnect
+            disconnect(started)
 
 
 def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
@@ -35,32 +60,16 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     from coral.model.training import data_version
 
     train, held = problems_for(cfg)
-    problems = (*train, *held)
     base_model = resolve(cfg.model).name
     version = data_version(cfg.training)  # part of every adapter key
-    started = False
-    own_pools = pools is None
-    if pools is None:
-        if in_process:
-            from coral.run.pools import in_process_pools
-            pools = in_process_pools(cfg, problems)
-        else:
-            from cluster.local import connect
-            from cluster.ray_pools import RayPools
-            started = connect(cfg.ray)
-            pools = RayPools(cfg, problems)
     rundir = RunDir(run_path(cfg))
     progress = Progress(enabled=None if quiet is None else not quiet)
-    heartbeat = rundir.heartbeat()   # `coral status` tells running from interrupted by it
-    try:
+    with contextlib.ExitStack() as stack:
+        if pools is None:
+            pools = stack.enter_context(open_pools(cfg, (*train, *held), in_process))
+        # `coral status` tells running from interrupted by it; `with` stops it on any exit.
+        stack.enter_context(rundir.heartbeat())
         Engine(cfg, pools, rundir, train, held, base_model, version, progress).run(resume)
-    finally:
-        heartbeat.stop()
-        if own_pools:
-            pools.close()
-        if started:
-            from cluster.local import disconnect
-            disconnect(started)
     if report:
         from coral.run.report import write_report
         write_report(rundir.path)

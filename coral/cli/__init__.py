@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "coral.cli.run_cmd",
     "coral.cli.status_cmd",
     "coral.cli.report_cmd",
+    "coral.cli.compare_cmd",
     "coral.cli.jobs_cmd",
     "coral.cli.modal_cmd",
 )

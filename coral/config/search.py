@@ -61,13 +61,31 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """What a run may spend; it stops cleanly at the first generation boundary past any limit.
+
+    0 means no limit. Two strategies given the same budget spend the same samples (plus or
+    minus one generation's worth when the limit is not a multiple of it).
+    """
+
+    samples: int = setting(0, ge=0, doc="answers generated and judged for the search "
+                                        "(genomes x train problems x samples each); 0: no limit")
+    max_hours: float = setting(0.0, ge=0.0, doc="driver wall-clock hours, summed over resumes; "
+                                                "0: no limit")
+    gpu_hours: float = setting(0.0, ge=0.0, doc="wall hours x GPUs the pools reserve "
+                                                "(ray.*_pool size x num_gpus); 0: no limit")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """Strategy, size and variation rates of the evolutionary search."""
 
     strategy: Literal["nsga2", "random"] = setting(
         "nsga2", doc="search strategy: nsga2 (Pareto selection) or random (the baseline)")
     population_size: int = setting(8, ge=2, doc="genomes per generation")
-    generations: int = setting(3, ge=1, doc="generations to run (resume can extend a run)")
+    generations: int = setting(3, ge=1, doc="generations to run (resume can extend a run); "
+                                            "with a budget, the most generations it may take")
+    budget: BudgetConfig = setting(BudgetConfig(), doc="limits on what the run spends")
     crossover_rate: float = setting(0.9, ge=0.0, le=1.0,
                                     doc="probability that a child mixes two parents")
     mutation_rate: float = setting(0.2, ge=0.0, le=1.0,
