@@ -70,6 +70,9 @@ class _Reader:
 
     def __init__(self, fd: int) -> None:
         self.fd, self.buf, self.total, self.eof = fd, b"", 0, False
+        # The judge sends nothing while a request runs: its end of stdin becoming readable
+        # means it closed (it died): stop at once, taking every candidate process along.
+        self.judge_fd = sys.stdin.fileno()
         self.bad = False  # a malformed frame was seen: the supervisor recycles the server
 
     def next(self, deadline: float) -> tuple[str, dict]:
@@ -78,7 +81,10 @@ class _Reader:
             if self.eof:
                 return EOF, {}
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            ready = select.select([self.fd, self.judge_fd], [], [], max(left, 0))[0]
+            if self.judge_fd in ready:
+                raise ServerBroken("the judge closed the request pipe")
+            if not ready:
                 return TIMEOUT, {}
             chunk = os.read(self.fd, 1 << 16)
             self.total += len(chunk)

@@ -39,10 +39,10 @@ from coral.judge.quixbugs import Problem
 from coral.messages import Candidate, GenerationRequest
 from coral.run import stats
 from coral.run.budget import spent
-from coral.run.engine import request_seed
+from coral.run.pipeline import HELDOUT, sample_seed
 from coral.run.pools import Pools
 from coral.run.rundir import RunDir, atomic_write_json, read_events, read_json
-from coral.search.knobs import KNOBS, INT_KNOBS, CheapKnobs
+from coral.search.knobs import KNOBS, CheapKnobs, knobs_from_units
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +149,14 @@ def run_compare(cfg: Config, strategies: Sequence[str], replicates: int, pools: 
 
 def default_knobs(cfg: Config) -> CheapKnobs:
     """The middle of every configured knob range: the knobs with no search at all."""
-    values = {}
-    for name in KNOBS:
-        rng = getattr(cfg.knobs, name)
-        mid = (rng.low + rng.high) / 2.0
-        values[name] = int(round(mid)) if name in INT_KNOBS else mid
-    return CheapKnobs(**values)
+    return knobs_from_units([0.5] * len(KNOBS), cfg.knobs)
 
 
 def greedy_knobs(cfg: Config) -> CheapKnobs:
     """Greedy decoding (top_k 1 makes the sampler pick the argmax), longest output allowed."""
     return CheapKnobs(temperature=1.0, top_p=1.0, top_k=1, repetition_penalty=1.0,
-                      max_new_tokens=int(cfg.knobs.max_new_tokens.high))
+                      max_new_tokens=cfg.knobs.max_new_tokens,
+                      max_new_tokens_factor=cfg.knobs.max_new_tokens_factor.high)
 
 
 def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
@@ -189,7 +185,7 @@ def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
         requests += [GenerationRequest(
             request_id=f"{name}/{p.name}", genome_id=name, problem=p.name,
             buggy_source=p.buggy_source, adapter=None, knobs=knobs,
-            seed=request_seed(seed, name, p.name)) for p in held_out]
+            seed=sample_seed(seed, p.name, 0, HELDOUT)) for p in held_out]
     by_name = {p.name: p for p in held_out}
     texts = _run(pools, pools.submit_generate(requests))
     generated = [Candidate(r.genome_id, r.problem,

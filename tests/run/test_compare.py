@@ -78,7 +78,8 @@ def test_half_done_compare_resumes_only_what_is_missing(smoke_config):
 
     # Equal budget: every replicate of every arm judged the same number of search samples,
     # and the killed-and-resumed arm counted none twice.
-    per_run = cfg.search.generations * cfg.search.population_size * len(train)
+    per_run = (cfg.search.generations * cfg.search.population_size * len(train)
+               * cfg.search.samples_per_problem)
     for s in STRATEGIES:
         assert doc["arms"][s]["samples_used"] == [per_run, per_run]
     line = json.loads(json_line(doc))
