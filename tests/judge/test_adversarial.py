@@ -119,6 +119,8 @@ def _root_causes(base: Path, data: Path, sock: str) -> dict[str, str]:
                                "range(80000)]})\n"
                                "        os.write(3, (json.dumps({'k': 'r', 'i': 0, 'out': out})"
                                " + '\\n').encode())\n    return -1\n",
+        "rc5_oversized_frame": "import os\n" + BODY + "    os.write(3, b'7' * (9 << 20))\n"
+                               "    return a\n",
         "rc5_unhashable_kind": "import os\n" + BODY
                                + "    os.write(3, b'{\"k\": [1], \"i\": 0}\\n')\n    return a\n",
         "rc5_extra_lines": "import os\n" + BODY + "    os.write(3, b'{\"k\":\"end\",\"output\":\"\"}"
@@ -210,6 +212,7 @@ def test_the_kernel_boundary_is_what_stopped_them(verdicts):
         assert "Operation not permitted" in seen[name], (name, seen[name])  # seccomp
     assert "got -1" in seen["rc3_ctypes_preloaded"]             # libc fork() refused
     assert "got -1" in seen["rc5_ipc_to_next_candidate"]        # no System V shared memory
+    assert "result too large" in seen["rc5_oversized_frame"]  # 8 MiB per process, then cut
     assert "read outside the sandbox" in seen["read_test_data"]  # guard intact: guard stops it
     assert verdicts["infinite_loop"][0].tests[0].status.value == "TIMEOUT"
     assert verdicts["sys_exit_module"][0].status is CandidateStatus.CRASH
