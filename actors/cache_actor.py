@@ -30,6 +30,8 @@ from typing import Optional, Sequence
 
 import ray
 
+from actors import metrics
+
 from coral.adapters.cache import HIT, JOINED, TRAINED, CacheIndex
 from coral.config import Config
 from coral.search.genome import HeavyGenes
@@ -77,15 +79,18 @@ class CacheActor:
         ref = self.index.lookup(key)
         if ref is not None:
             self.index.count("hits")
+            metrics.cache_lookup("hit")
             return ref, HIT
         future = self.inflight.get(key)
         if future is not None:
             self.index.count("joins")
+            metrics.cache_lookup("join")
             # shield: a cancelled joiner must not cancel the training others wait for
             return await asyncio.shield(future), JOINED
         future = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         self.index.count("misses")
+        metrics.cache_lookup("miss")
         try:
             ref = await self._train(key, genes)
         except BaseException as exc:

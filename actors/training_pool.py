@@ -23,6 +23,7 @@ from typing import Optional
 
 import ray
 
+from actors import metrics
 from actors.pool import LeastLoaded
 from coral.config import Config
 from coral.search.genome import HeavyGenes
@@ -51,8 +52,10 @@ class TrainingWorker:
 
     def train_into(self, genes: HeavyGenes, key: str) -> AdapterRef:
         """Train the adapter of `genes` and store it under `key`."""
-        ref = self.trainer.train_into(self.store, genes, key)
+        with metrics.busy("training"):
+            ref = self.trainer.train_into(self.store, genes, key)
         self.trained += 1
+        metrics.adapter_trained()
         return ref
 
     def stats(self) -> dict:

@@ -46,11 +46,12 @@ def open_pools(cfg: cfgmod.Config, problems, in_process: bool = False) -> Iterat
 
 
 def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
-        in_process: bool = False, report: bool = True, pools=None) -> Path:
+        in_process: bool = False, report: bool = True, pools=None, progress=None) -> Path:
     """Run (or resume) a whole search; return the run directory.
 
     `in_process` runs the pools' plain classes in this process instead of Ray actors (same
-    results, no parallelism); `pools` injects ready-made pools (tests).
+    results, no parallelism); `pools` injects ready-made pools (tests); `progress` is the
+    console's (coral.run.console), else one is made per `quiet`.
     """
     # Imported here so `--help` and the job-submission contract need no model stack.
     from coral.run.engine import Engine, problems_for
@@ -62,11 +63,18 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     train, held = problems_for(cfg)
     base_model = resolve(cfg.model).name
     version = data_version(cfg.training)  # part of every adapter key
-    rundir = RunDir(run_path(cfg))
-    progress = Progress(enabled=None if quiet is None else not quiet)
+    rundir = RunDir(run_path(cfg)).create()
+    from coral.adapters.gc import register_run
+    from coral.adapters.store import store_from_config
+    register_run(store_from_config(cfg).root, rundir.path)  # its adapters are safe from gc
+    if progress is None:
+        progress = Progress(enabled=None if quiet is None else not quiet)
     with contextlib.ExitStack() as stack:
         if pools is None:
             pools = stack.enter_context(open_pools(cfg, (*train, *held), in_process))
+            if not in_process:
+                from cluster.observe import endpoints
+                rundir.write_json("ray.json", endpoints())   # for `coral status`
         # `coral status` tells running from interrupted by it; `with` stops it on any exit.
         stack.enter_context(rundir.heartbeat())
         Engine(cfg, pools, rundir, train, held, base_model, version, progress).run(resume)
@@ -97,17 +105,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process)
 
 
-def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool) -> int:
-    """Run and print where the results are; exit status 2 when resume is refused."""
+def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool,
+           verbose: bool = False) -> int:
+    """Run with a clean console (coral.run.console) and print the final answer; exit status 2
+    when resume is refused."""
+    from coral.run.answer import final_answer
+    from coral.run.console import LOG_FILE, console
     from coral.run.engine import ResumeRefused
+    from coral.run.rundir import run_path
 
-    try:
-        path = run(cfg, resume=resume, quiet=True if quiet else None, in_process=in_process)
-    except ResumeRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    where = run_path(cfg)
+    with console(where, quiet=quiet, verbose=verbose,
+                 generations=cfg.search.generations) as progress:
+        progress.write(f"coral run {cfg.run.name}: {cfg.search.generations} generation(s) of "
+                       f"{cfg.search.population_size} genomes; details in {where / LOG_FILE}")
+        try:
+            path = run(cfg, resume=resume, in_process=in_process, progress=progress)
+        except ResumeRefused as exc:
+            path, refused = None, exc
+    if path is None:  # printed here: inside console() stderr goes to run.log
+        print(f"error: {refused}", file=sys.stderr)
         return 2
-    print(f"run directory: {path}")
-    print(f"report:        {path / 'report.md'}")
+    print(final_answer(path), flush=True)
     return 0
 
 

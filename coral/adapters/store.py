@@ -61,16 +61,17 @@ def checksum_dir(folder: Path) -> str:
 class DirectoryStore:
     """An `AdapterStore` on a directory tree (local disk, shared FS, Modal volume)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, max_gb: Optional[float] = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_gb = max_gb   # storage.max_gb: pruned after each write (coral.adapters.gc)
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self.root)!r})"
 
     def __reduce__(self):
-        # Picklable by root only, so it can be handed to Ray actors.
-        return (DirectoryStore, (str(self.root),))
+        # Picklable by root and size limit only, so it can be handed to Ray actors.
+        return (DirectoryStore, (str(self.root), self.max_gb))
 
     @staticmethod
     def _check_key(key: str) -> str:
@@ -125,6 +126,9 @@ class DirectoryStore:
             self._install(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        if self.max_gb is not None:
+            from coral.adapters.gc import collect  # LRU first; never what a live run uses
+            collect(self.root, max_gb=self.max_gb, keep={key})
         return self.ref(key)
 
     def _install(self, tmp: Path, target: Path) -> None:
@@ -160,4 +164,4 @@ def default_root(cfg: Config) -> Path:
 
 def store_from_config(cfg: Config, root: Optional[str] = None) -> DirectoryStore:
     """The adapter store a run uses (`root` overrides the configured location)."""
-    return DirectoryStore(root or default_root(cfg))
+    return DirectoryStore(root or default_root(cfg), max_gb=cfg.storage.max_gb)

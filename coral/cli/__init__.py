@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "coral.cli.model_cmd",
     "coral.cli.run_cmd",
     "coral.cli.status_cmd",
+    "coral.cli.cache_cmd",
     "coral.cli.report_cmd",
     "coral.cli.compare_cmd",
     "coral.cli.jobs_cmd",

@@ -55,6 +55,10 @@ class StorageConfig:
     """Where trained adapters are kept."""
 
     adapters: Optional[str] = setting(None, doc="adapter store (null: <model cache>/adapters)")
+    max_gb: Optional[float] = setting(
+        None, gt=0.0, doc="GiB the adapter store may hold: after each training the least "
+        "recently used adapters are removed until it fits, never one a run that is not "
+        "finished uses (null: no limit; `coral cache gc` prunes by hand)")
 
 
 @dataclass(frozen=True)
