@@ -115,9 +115,8 @@ def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool,
     from coral.run.rundir import run_path
 
     where = run_path(cfg)
-    # search.pass_at_k: how the `fixed` objective is scored (issue 10; absent before it)
     with console(where, quiet=quiet, verbose=verbose, generations=cfg.search.generations,
-                 pass_at_k=getattr(cfg.search, "pass_at_k", None)) as progress:
+                 pass_at_k=cfg.search.pass_at_k) as progress:
         progress.write(f"coral run {cfg.run.name}: {cfg.search.generations} generation(s) of "
                        f"{cfg.search.population_size} genomes; details in {where / LOG_FILE}")
         try:
