@@ -12,10 +12,11 @@ Replicate r of every strategy runs with the same seed, `replicate_seed(run.seed,
 sample seeds derive from the run seed, so replicate r of every arm (and the baselines of
 replicate r) draws the same samples, and the strategies are compared by paired differences.
 Arms run in sequence, replicate by replicate (nsga2-r0, random-r0, nsga2-r1, ...), so a
-compare stopped half-way already holds complete pairs; all arms use one set of pools.
+compare stopped half-way already holds complete pairs (and their baselines, measured
+as each replicate completes); all arms use one set of pools.
 
 Resume: running the same command again skips finished arms (their events end with
-`run_ended` and their config snapshot is the arm's config), resumes the interrupted one from
+`run_ended` and their snapshot agrees on `outcome_fields`), resumes the interrupted one from
 its checkpoint, and reuses baselines already measured. A budget raised since is a different
 arm config: the arm resumes and spends the rest (search.budget is not search-relevant).
 
@@ -145,13 +146,14 @@ def run_compare(cfg: Config, strategies: Sequence[str], replicates: int, pools: 
         "budget_samples": cfg.search.budget.samples or None,
         "arms": [{"name": a.name, "strategy": a.strategy, "replicate": a.replicate,
                   "seed": a.seed} for a in arms]})
-    for arm in arms:
+    for i, arm in enumerate(arms):
         if finished(arm):
             log.info("compare: %s already finished", arm.name)
-            continue
-        log.info("compare: running %s (seed %d)", arm.name, arm.seed)
-        run_arm(arm.cfg, pools)
-    measure_baselines(cfg, pools, held_out, sorted({a.seed for a in arms}), root)
+        else:
+            log.info("compare: running %s (seed %d)", arm.name, arm.seed)
+            run_arm(arm.cfg, pools)
+        if (i + 1) % len(strategies) == 0:  # a replicate is complete: its baselines too
+            measure_baselines(cfg, pools, held_out, [arm.seed], root)
     doc = summarise(root)
     from coral.run.compare_report import write_compare_report
     write_compare_report(root, doc)
@@ -174,7 +176,8 @@ def greedy_knobs(cfg: Config) -> CheapKnobs:
 
 def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
                       seeds: Sequence[int], root: Path) -> dict:
-    """Held-out pass@k of the baselines for every replicate seed (cached in baselines.json)."""
+    """Held-out pass@k of the baselines for these replicate seeds (measured once per seed and
+    kept in baselines.json beside the others)."""
     key = {"model": cfg.model.base, "knobs": cfgmod.to_dict(cfg)["knobs"],
            "problems": [p.name for p in held_out], "n": cfg.search.samples_per_problem,
            "k": cfg.search.pass_at_k}

@@ -69,6 +69,7 @@ def test_half_done_compare_resumes_only_what_is_missing(smoke_config):
         assert partial["replicates"] == 1 and partial["arms"]["nsga2"]["samples_used"] == [16]
         assert partial["runs"]["nsga2-r1"] == {"state": "started", "samples_used": 8}
         assert partial["runs"]["random-r1"]["state"] == "not started"
+        assert partial["baselines"]["unchanged"] == 0.0   # measured with replicate 0's pair
         before = {n: (root / n / "events.jsonl").read_text() for n in ("nsga2-r0", "random-r0")}
 
         ran.clear()
