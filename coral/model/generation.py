@@ -88,8 +88,11 @@ def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
 class Generator:
     """The resident base model plus an LRU of adapters; turns requests into texts."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, adapters: Any = None) -> None:
         self.cfg = cfg
+        # An AdapterSource (coral.adapters.local): on Ray, the actor's own fetched copies;
+        # None: the adapter's uri or the configured store, seen from this process.
+        self.adapters = adapters
         self.gen = cfg.generation
         self.model, self.tokenizer, self.spec = load_base(cfg.model)
         self.base_loads = 1
@@ -117,6 +120,8 @@ class Generator:
 
     def adapter_path(self, ref: AdapterRef) -> Path:
         """Local folder of an adapter: its uri when that is a local folder, else the store's."""
+        if self.adapters is not None:
+            return Path(self.adapters.path(ref))
         uri = ref.uri[len("file://"):] if ref.uri.startswith("file://") else ref.uri
         if uri and Path(uri).is_dir():
             return Path(uri)
