@@ -1,4 +1,7 @@
-"""GenerationPool: Ray actors, each holding one resident base model (a `Generator`).
+"""GenerationPool: Ray actors, each holding one generation backend (a resident base model).
+
+The backend is the one `generation.backend` names (coral.model.backend; ``hf``, the resident
+Hugging Face `Generator`, by default); the actor only forwards to it.
 
 Every actor loads the base model once in its
 constructor; adapters are loaded into each actor's LRU on demand. Actors are created with
@@ -26,19 +29,20 @@ import ray
 
 from actors.pool import LeastLoaded
 from coral.config import Config
-from coral.model.generation import Generator
+from coral.model.backend import create_backend
 from coral.messages import GenerationRequest, GenerationResult
 
 log = logging.getLogger(__name__)
 
 
 class GenerationWorker:
-    """Plain class behind the actor: one `Generator` (base model resident)."""
+    """Plain class behind the actor: one generation backend (base model resident)."""
 
     def __init__(self, cfg: Config, adapters: Any = None) -> None:
         # adapters: where adapter folders come from (actors.adapter_fetch.ObjectStoreAdapters
         # on Ray: fetched through the object store); None: the refs' paths / the store.
-        self.generator = Generator(cfg, adapters)
+        self.adapters = adapters
+        self.backend = create_backend(cfg, adapters=adapters)
 
     def pid(self) -> int:
         """Process id of this worker (tests use it to see restarts)."""
@@ -46,15 +50,12 @@ class GenerationWorker:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Texts for `requests`, same order."""
-        return self.generator.generate(list(requests))
+        return self.backend.generate(list(requests))
 
     def stats(self) -> dict:
-        """Load counters and resident adapters of this worker."""
-        g = self.generator
-        fetched = g.adapters.stats() if hasattr(g.adapters, "stats") else {}
-        return {"base_loads": g.base_loads, "adapter_loads": g.adapter_loads,
-                "resident": list(g.resident), "device": str(g.device), "dtype": str(g.dtype),
-                **fetched}
+        """Load counters and resident adapters of this worker's backend (and what it fetched)."""
+        fetched = self.adapters.stats() if hasattr(self.adapters, "stats") else {}
+        return {**self.backend.stats(), **fetched}
 
 
 class GenerationPool(LeastLoaded):

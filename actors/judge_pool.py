@@ -7,6 +7,9 @@ the same reference timings and hence the same time limits). Work is submitted pe
 `max_restarts` / `max_task_retries` from `RayConfig`: when an actor dies mid-batch Ray re-runs
 its queued and running tasks on the restarted actor; if retries are exhausted the pool
 itself resubmits the candidate to another actor. Each candidate is yielded exactly once.
+Waits have timeouts: the judge inside an actor bounds every read from its sandbox, so an actor
+that returns nothing for `stall_timeout_s` (two full candidate budgets plus slack) is stuck;
+it is killed (Ray restarts it) and its candidates are resubmitted, a bounded number of times.
 
 Driver API::
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
@@ -130,10 +134,25 @@ class JudgePool:
         self.actors = [actor_cls.remote(None, cfg.sandbox, dataset_dir)
                        for _ in range(opts.size)]
         self._next = itertools.cycle(range(len(self.actors)))
+        sb = cfg.sandbox
+        # A judge retries a failed server once: two budgets, plus server start and slack.
+        self.stall_timeout_s = 2 * (sb.candidate_timeout_s + sb.time_floor_s) + 60.0
 
     def _actor(self):
         """Next actor, round robin."""
         return self.actors[next(self._next)]
+
+    def _unstick(self, pending: dict, stalls: dict) -> None:
+        """Kill (Ray restarts) the actor of the oldest pending candidate: nothing came back."""
+        ref = min(pending, key=lambda r: pending[r][2])
+        cand, actor, _ = pending[ref]
+        stalls[id(cand)] = stalls.get(id(cand), 0) + 1
+        if stalls[id(cand)] > 2:
+            raise TimeoutError(f"judging {cand.genome_id}/{cand.problem} stalled 3 times "
+                               f"({self.stall_timeout_s:.0f} s each)")
+        log.warning("judge actor returned nothing for %.0f s; killing it (Ray restarts it)",
+                    self.stall_timeout_s)
+        ray.kill(actor, no_restart=False)
 
     def submit(self, candidates: Sequence[Candidate]) -> list["ray.ObjectRef"]:
         """One ObjectRef[Verdict] per candidate, spread over the actors."""
@@ -148,25 +167,28 @@ class JudgePool:
         """Yield (candidate, outcome) in completion order, capping work in flight."""
         cap = max_in_flight or self.cfg.ray.max_in_flight
         todo = list(candidates)[::-1]
-        pending: dict = {}
+        pending: dict = {}  # ref -> (candidate, actor, submitted at)
         retries: dict[int, int] = {}
+        stalls: dict[int, int] = {}
         while todo or pending:
             while todo and len(pending) < cap:
-                cand = todo.pop()
-                pending[self._actor().judge_one.remote(cand, self._shared)] = cand
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            cand = pending.pop(ref)
+                cand, actor = todo.pop(), self._actor()
+                pending[actor.judge_one.remote(cand, self._shared)] = (cand, actor,
+                                                                        time.monotonic())
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.stall_timeout_s)
+            if not ready:
+                self._unstick(pending, stalls)
+                continue
+            cand = pending.pop(ready[0])[0]
             try:
-                outcome = ray.get(ref)
+                outcome = ray.get(ready[0])
             except RayActorError:
                 # Ray's own retries are exhausted: resubmit a bounded number of times, then
                 # let the infrastructure error propagate (a task exception propagates at once).
-                key = id(cand)
-                retries[key] = retries.get(key, 0) + 1
-                if retries[key] > max(1, len(self.actors)):
+                retries[id(cand)] = retries.get(id(cand), 0) + 1
+                if retries[id(cand)] > max(1, len(self.actors)):
                     raise
-                log.warning("test worker lost judging %s/%s; resubmitting", cand.genome_id,
+                log.warning("judge worker lost judging %s/%s; resubmitting", cand.genome_id,
                             cand.problem)
                 todo.append(cand)
                 continue

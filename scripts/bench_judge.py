@@ -41,13 +41,16 @@ def main() -> int:
     ap.add_argument("--quixbugs", default=os.environ.get("CORAL_QUIXBUGS"))
     ap.add_argument("--n", type=int, default=1000, help="candidates for the throughput test")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--isolation", default="auto", choices=("auto", "strict", "guard"),
+                    help="sandbox.isolation (the JSON says which one ran)")
     args = ap.parse_args()
     root = resolve_path(args.quixbugs or Path(__file__).resolve().parents[2] / "shared/quixbugs")
     problems = load_problems(root)
     gcd = select(problems, ["gcd"])[0]
     cand = Candidate("bench", "gcd", gcd.reference_source)
 
-    with Judge([gcd], SandboxConfig(), workers=args.workers) as judge:
+    with Judge([gcd], SandboxConfig(isolation=args.isolation), workers=args.workers) as judge:
+        isolation = judge.isolation.kind
         judge.judge_many([cand] * 8)  # start servers, calibrate
         t0 = time.perf_counter()
         outs = judge.judge_many([cand] * args.n)
@@ -59,10 +62,11 @@ def main() -> int:
     a = {"sandbox_candidates_per_second": round(args.n / sandbox_s, 1),
          "in_process_candidates_per_second": round(args.n / inproc_s, 1),
          "in_process_over_sandbox": round(sandbox_s / inproc_s, 1),
-         "workers": args.workers, "n": args.n}
+         "workers": args.workers, "n": args.n, "isolation": isolation}
     print(json.dumps(a), flush=True)
 
-    with Judge(problems, SandboxConfig(), dataset_dir=str(root), workers=args.workers) as judge:
+    with Judge(problems, SandboxConfig(isolation=args.isolation), dataset_dir=str(root),
+               workers=args.workers) as judge:
         t0 = time.perf_counter()
         judge.calibrate()
         cands = benchmark_candidates(problems)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from coral.config.fields import setting
 
@@ -24,7 +24,13 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """Limits of the process-isolated judge (see coral/judge/sandbox.py)."""
+    """Isolation and limits of the judge's sandbox (see docs/judge.md)."""
+
+    isolation: Literal["auto", "strict", "guard"] = setting(
+        "auto", doc="auto: the kernel boundary (bubblewrap + seccomp) when this machine has it, "
+        "else the in-process guard with a warning; strict: refuse to judge without the kernel "
+        "boundary (CI; $CORAL_SANDBOX_ISOLATION=strict upgrades auto to strict); guard: the "
+        "in-process guard alone (macOS, no bubblewrap), chosen explicitly, warns")
 
     time_floor_s: float = setting(1.0, gt=0.0, doc="least time a test case may take (s)")
     time_factor: float = setting(
@@ -34,4 +40,9 @@ class SandboxConfig:
     memory_mb: int = setting(1024, ge=64, doc="address-space limit of a candidate process (MiB)")
     max_output_bytes: int = setting(
         65536, ge=1024, doc="cap on what a candidate may print or return per test")
-    max_processes: int = setting(64, ge=1, doc="process limit of a candidate (RLIMIT_NPROC)")
+    max_processes: int = setting(
+        64, ge=1, doc="process limit of a candidate (RLIMIT_NPROC; the kernel boundary's "
+        "seccomp filter refuses any new process anyway)")
+    work_dir_mb: int = setting(
+        64, ge=1, doc="size of the tmpfs a sandbox's candidates may write into (MiB, kernel "
+        "boundary only)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from coral.config.fields import setting
+from coral.config.fields import ConfigValueError, setting
 
 
 @dataclass(frozen=True)
@@ -13,13 +13,23 @@ class ModelConfig:
     """The base model every adapter is trained on and generates with."""
 
     base: str = setting(
-        "smollm2", doc="smollm2 (embedded) | tiny (random, tests) | hub id | folder | .gguf file")
+        "smollm2", doc="smollm2 (embedded) | tiny (random, tests) | random:<shape> (random "
+        "weights of a named architecture, for benchmarks: random:codellama-7b, random:tiny) "
+        "| hub id | folder | .gguf file")
     device: Literal["auto", "cpu", "cuda"] = setting(
         "auto", doc="where the model runs (auto: cuda when available)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting(
         "auto", doc="weight dtype (auto: bfloat16 on cuda, float32 on cpu)")
     cache_dir: Optional[str] = setting(
         None, doc="converted models and adapters (null: $CORAL_CACHE or ~/.cache/coral)")
+
+    def check(self) -> None:
+        """A random:<shape> base names a known shape."""
+        from coral.model.random_base import PREFIX, SHAPES
+
+        if self.base.startswith(PREFIX) and self.base[len(PREFIX):] not in SHAPES:
+            raise ConfigValueError("base", f"unknown random shape {self.base!r}; known: "
+                                   + ", ".join(PREFIX + s for s in sorted(SHAPES)))
 
 
 @dataclass(frozen=True)
@@ -43,3 +53,19 @@ class GenerationConfig:
         8, ge=1, doc="adapters kept loaded per generator (least recently used evicted)")
     greedy: bool = setting(False, doc="greedy decoding, ignoring the sampling knobs")
     max_prompt_tokens: int = setting(1024, ge=64, doc="prompt tokens kept (left-truncated)")
+    backend: str = setting(
+        "hf", nonempty=True, doc="text-generation backend: hf (resident Hugging Face model with "
+        "peft adapters) or a module:attribute path to a GenerationBackend factory "
+        "(coral/model/backend.py)")
+    group_by_adapter: bool = setting(
+        False, doc="one adapter per batch (run with it active) instead of mixed-adapter "
+        "batches; faster where peft's per-adapter split of mixed batches costs more than the "
+        "larger batch saves (scripts/bench_gpu.py measures both)")
+
+    def check(self) -> None:
+        """backend is a plain name or a module:attribute path."""
+        module, colon, attr = self.backend.partition(":")
+        name_ok = all(part.isidentifier() for part in module.split("."))
+        if not name_ok or (colon and not attr.isidentifier()):
+            raise ConfigValueError("backend", f"expected a name such as hf or a "
+                                   f"module:attribute path, got {self.backend!r}")

@@ -1,374 +1,360 @@
-"""The fork server of the sandbox, and the code that runs inside each candidate process.
+"""The fork server of the sandbox: a zygote that forks candidate processes, and their supervisor.
 
-DANGER: `run_untrusted_child` executes untrusted candidate code. It only ever runs in a
-process forked for that one candidate by `serve` (``python -m coral.judge.child``), never in
-the judge's own process. See coral/judge/sandbox.py for the guarantees and their limits.
+Started by coral.judge.sandbox as ``python -I -S -c ... main()``, inside bubblewrap under the
+kernel boundary (coral.judge.boundary). Two processes:
 
-Protocol. The judge writes one JSON request per line on the server's stdin and reads one JSON
-response per line from its stdout. The request holds the candidate source, the function name
-and, per test, only the encoded inputs and a time limit: the expected answers never leave
-the judge. For each request the server forks a child (own session, rlimits, temp dir, audit
-guard), reads the child's result lines from a private pipe with per-test deadlines, kills the
-child's whole process group, and answers with the raw results (encoded outputs as text).
-A test that times out or kills its process is recorded and the remaining tests continue in a
-fresh child, until the candidate's wall budget runs out.
+- the *supervisor* (this process) talks to the judge: its first stdin line is the set-up
+  (seccomp program, work dir), then one JSON request per line, each answered by one JSON line
+  on stdout carrying the request's id;
+- the *zygote*, forked at start-up before any request is read, so its memory never holds a
+  candidate's source or results: on each byte from the supervisor it forks one candidate
+  process (coral.judge.candidate), reports its pid, reaps it and reports its exit status.
+
+Per candidate the supervisor writes the job (source, test inputs — never expected answers —,
+limits) into the job pipe, reads the candidate's result lines with per-test deadlines, kills
+its session and empties the work dir. A test that times out or kills its process is recorded
+and the remaining tests continue in a fresh process, until the candidate's budget runs out.
+Nothing a candidate sends is trusted: frames are size-capped and schema-checked (`_Reader`),
+and a server that saw a malformed frame asks the judge to retire it (``"recycle": true``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import resource
 import select
 import shutil
 import signal
+import struct
 import sys
-import tempfile
 import time
-import types
 
-from coral.judge import codec
-from coral.judge.guard import install_guard
+from coral.judge.candidate import _LIBC, _PR_SET_PDEATHSIG, JOB_HEADER, run_candidate
 
-# Pre-imported so candidates do not pay for them (most QuixBugs programs use these).
-PRELOADED = tuple(__import__(m) for m in ("bisect", "collections", "copy", "functools", "heapq",
-                                          "itertools", "math", "random", "re", "string"))
+MAX_RESULT_BYTES = 8 * 1024 * 1024   # per candidate process, everything it writes
+MAX_RESPONSE_CHARS = 16 * 1024 * 1024  # outputs kept per request, over all its processes
+_ZYGOTE_S = 5.0  # the zygote answers within this or the server is broken
+_PID_MSG = struct.Struct("<Bi")
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
-MAX_RESULT_BYTES = 8 * 1024 * 1024
-_KILL_GRACE_S = 0.05
+# Message kinds a candidate process sends (coral.judge.candidate) ...
+LOADED = "loaded"      # module executed and the function exists
+RESULT = "r"           # one test: {"i": index, "out": wire text} or {"i": index, "err": text}
+END = "end"            # all tests answered: {"output": captured stdout}
+CRASH = "crash"        # module raised: {"detail", "output"}
+MISSING = "missing"    # module loaded but defines no such function: {"output"}
+SETUP = "setup"        # confinement failed (the server's fault, not the candidate's)
+# ... and the ones the reader makes up.
+TIMEOUT = "timeout"    # the current deadline passed
+EOF = "eof"            # the pipe closed: the process ended
+BAD = "bad"            # a malformed, oversized or out-of-schema frame
+_FIELDS = {LOADED: {}, END: {"output": str}, CRASH: {"detail": str, "output": str},
+           MISSING: {"output": str}, SETUP: {"detail": str}}
 
-
-class Node:
-    """Upstream QuixBugs node.py, verbatim in behaviour (shared mutable defaults included)."""
-
-    def __init__(self, value=None, successor=None, successors=[], predecessors=[],
-                 incoming_nodes=[], outgoing_nodes=[]):
-        self.value = value
-        self.successor = successor
-        self.successors = successors
-        self.predecessors = predecessors
-        self.incoming_nodes = incoming_nodes
-        self.outgoing_nodes = outgoing_nodes
-
-
-def _build_graph(spec_text: str) -> list:
-    """Nodes as the upstream test builds them: constructor args, then attribute assignments."""
-    spec = json.loads(spec_text)
-    nodes: list = []
-    for value, succ, succs in spec["nodes"]:
-        args = [value, nodes[succ] if succ is not None else None]
-        if succs is not None:
-            args.append([nodes[i] for i in succs])
-        nodes.append(Node(*args))
-    for idx, attr, ref in spec["sets"]:
-        setattr(nodes[idx], attr, [nodes[i] for i in ref] if isinstance(ref, list) else nodes[ref])
-    return nodes
+# Phases of one candidate process and what each message does there (`_step`):
+#   phase  message                 next / effect
+#   load   LOADED                  test: the first test's clock starts
+#   load   CRASH MISSING SETUP     stop: candidate CRASH / MISSING_FUNCTION / server SETUP error
+#   load   TIMEOUT EOF BAD         stop: candidate TIMEOUT / CRASH / CRASH
+#   test   RESULT for current i    test (next test's clock) or done after the last one
+#   test   TIMEOUT                 test TIMEOUT; a fresh process runs the tests after it
+#   test   anything else           test ERROR; a fresh process runs the tests after it
+#   done   END                     stop, keeping the captured output
+#   done   anything else           stop
+LOAD, TEST, DONE = "load", "test", "done"
+_LOAD_END = {CRASH: "CRASH", MISSING: "MISSING_FUNCTION", SETUP: "SETUP", TIMEOUT: "TIMEOUT",
+             EOF: "CRASH", BAD: "CRASH"}
 
 
-def _project(result, projection: str, nodes: list):
-    """Read the candidate's result the way the upstream test asserts on it."""
-    if projection == "truthy":
-        return bool(result)
-    if projection == "values":
-        return [x.value for x in result]
-    if projection == "linked":
-        if not result:
-            return [None, []]
-        index = next((i for i, n in enumerate(nodes) if n is result), -1)
-        values, steps = [], 0
-        while result and steps < 10_000:  # a cyclic answer must not loop forever
-            values.append(result.value)
-            result, steps = result.successor, steps + 1
-        return [index, values]
-    return result
+class _Reader:
+    """Line reader over a candidate's result pipe: deadlines, a byte cap, a strict schema."""
 
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf, self.total, self.eof = fd, b"", 0, False
+        self.bad = False  # a malformed frame was seen: the supervisor recycles the server
 
-class _CappedText:
-    """sys.stdout/sys.stderr replacement keeping the first `cap` characters."""
+    def next(self, deadline: float) -> tuple[str, dict]:
+        """(kind, message): the next valid frame, or TIMEOUT / EOF / BAD."""
+        while b"\n" not in self.buf:
+            if self.eof:
+                return EOF, {}
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return TIMEOUT, {}
+            chunk = os.read(self.fd, 1 << 16)
+            self.total += len(chunk)
+            self.eof = not chunk
+            if self.total > MAX_RESULT_BYTES:
+                self.eof = True
+                return self._bad("result too large")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return self._parse(line)
 
-    def __init__(self, cap: int) -> None:
-        self.cap, self.parts, self.size = cap, [], 0
+    def _bad(self, detail: str) -> tuple[str, dict]:
+        self.bad = True
+        return BAD, {"detail": detail}
 
-    def write(self, text) -> int:
-        text = str(text)
-        if self.size < self.cap:
-            self.parts.append(text[: self.cap - self.size])
-        self.size += len(text)
-        return len(text)
-
-    def flush(self) -> None:
-        """Nothing to flush."""
-
-    def getvalue(self) -> str:
-        """Captured text, with a marker if output was cut."""
-        out = "".join(self.parts)
-        return out + ("\n[output truncated]" if self.size > self.cap else "")
-
-
-def _send(fd: int, msg: dict) -> None:
-    """One JSON line to the server (whole write, retried on short writes)."""
-    data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _set_limits(req: dict) -> None:
-    """rlimits of the candidate process (see the module docstring of coral.judge.sandbox)."""
-    lim = req["limits"]
-    cpu = int(req["budget_s"]) + 2
-    mem = lim["memory_mb"] * 1024 * 1024
-    for res, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, mem),
-                       (resource.RLIMIT_FSIZE, lim["max_output_bytes"] * 16),
-                       (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0),
-                       (resource.RLIMIT_NPROC, lim["max_processes"])):
-        resource.setrlimit(res, (value, value))
-
-
-def run_untrusted_child(req: dict, start: int, wfd: int, workdir: str) -> None:
-    """DANGER: in a freshly forked process, load the candidate and run tests from `start`."""
-    write = os.write  # captured before candidate code can replace them
-    exit_now = os._exit
-    try:
-        os.setsid()
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the server
-        null = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT, 0o600)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.chdir(workdir)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes fail, not kill
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        _set_limits(req)
-        sys.dont_write_bytecode = True
-        capture = _CappedText(req["limits"]["max_output_bytes"])
-        sys.stdout = sys.stderr = capture
-        node_module = types.ModuleType("node")  # `from node import Node` works as upstream
-        node_module.Node = Node
-        sys.modules["node"] = node_module
-        install_guard(workdir, req.get("deny_read", ()))
-    except BaseException as exc:  # setup failure is the server's problem, reported as such
-        _send(wfd, {"k": "setup", "detail": f"{type(exc).__name__}: {exc}"})
-        exit_now(3)
-    _run_tests(req, start, wfd, capture, write)
-    exit_now(0)
-
-
-def _describe(exc: BaseException) -> str:
-    """Short text of a candidate exception (its __str__ may itself misbehave)."""
-    try:
-        return f"{type(exc).__name__}: {exc}"[:300]
-    except BaseException:
-        return type(exc).__name__
-
-
-def _run_tests(req: dict, start: int, wfd: int, capture: _CappedText, write) -> None:
-    """Load the module, report, then one result line per test."""
-    namespace = {"__name__": "candidate", "__builtins__": __builtins__}
-    try:
-        exec(compile(req["source"], "<candidate>", "exec"), namespace)  # noqa: S102 (sandboxed)
-        fn = namespace.get(req["function"])
-        loaded = callable(fn)
-    except BaseException as exc:
-        _send(wfd, {"k": "crash", "detail": _describe(exc), "output": capture.getvalue()})
-        return
-    if not loaded:
-        _send(wfd, {"k": "missing", "output": capture.getvalue()})
-        return
-    _send(wfd, {"k": "loaded"})
-    for i in range(start, len(req["tests"])):
-        test = req["tests"][i]
+    def _parse(self, line: bytes) -> tuple[str, dict]:
+        """Check one frame against the schema of its kind."""
         try:
-            nodes = _build_graph(test["graph"]) if test["graph"] else []
-            args = codec.loads(test["inputs"], nodes)
-            result = _project(fn(*args), test["projection"], nodes)
-            msg = {"k": "r", "i": i, "out": codec.dumps(result)}
-        except BaseException as exc:
-            msg = {"k": "r", "i": i, "err": _describe(exc)}
-        _send(wfd, msg)
-    _send(wfd, {"k": "end", "output": capture.getvalue()})
+            msg = json.loads(line)
+        except (ValueError, RecursionError, MemoryError):
+            return self._bad("malformed message from the candidate process")
+        kind = msg.get("k") if type(msg) is dict else None
+        if type(kind) is not str or (kind != RESULT and kind not in _FIELDS):
+            return self._bad("message of unknown kind")
+        fields = {"i": int, "out": str} if "out" in msg else {"i": int, "err": str}
+        fields = fields if kind == RESULT else _FIELDS[kind]
+        if set(msg) != {"k", *fields} or any(type(msg[f]) is not t for f, t in fields.items()):
+            return self._bad(f"message {kind!r} out of schema")
+        return kind, msg
 
 
-def _kill_group(pid: int, grace: float) -> str:
-    """Terminate, then kill, the child's whole process group; reap it; describe its end."""
-    try:
-        os.killpg(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    end = time.monotonic() + grace
-    status = None
-    while grace > 0 and time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.005)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # stragglers (and the leader if still alive)
-    except ProcessLookupError:
-        pass
-    if not status:
+class Ports:
+    """The supervisor's ends of the zygote's pipes, and the zygote's pid."""
+
+    def __init__(self, ctl: int, pids: int, job: int, results: int, zygote: int) -> None:
+        self.ctl, self.pids, self.job, self.results, self.zygote = ctl, pids, job, results, zygote
+
+
+def start_zygote() -> Ports:
+    """Fork the zygote now, while this process has read no request."""
+    ctl_r, ctl_w = os.pipe()
+    pid_r, pid_w = os.pipe()
+    job_r, job_w = os.pipe()
+    res_r, res_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for fd in (ctl_w, pid_r, job_w, res_r):
+                os.close(fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)  # the judge's pipes stay with the supervisor alone
+            _zygote(ctl_r, pid_w, job_r, res_w)
+        finally:
+            os._exit(0)
+    for fd in (ctl_r, pid_w, job_r, res_w):
+        os.close(fd)
+    os.set_blocking(job_w, False)
+    os.set_blocking(res_r, False)
+    return Ports(ctl_w, pid_r, job_w, res_r, pid)
+
+
+def _zygote(ctl: int, pids: int, job: int, results: int) -> None:
+    """Fork one candidate process per byte on `ctl`; report its pid, then its exit status."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the supervisor
+    while os.read(ctl, 1):
+        pid = os.fork()
+        if pid == 0:
+            os.close(ctl)
+            os.close(pids)
+            run_candidate(job, results)
+        os.write(pids, _PID_MSG.pack(0, pid))
         _, status = os.waitpid(pid, 0)
+        os.write(pids, _PID_MSG.pack(1, status))
+
+
+class ServerBroken(RuntimeError):
+    """The zygote or a pipe of this server failed: the server exits and the judge restarts it."""
+
+
+def _from_zygote(ports: Ports, expected: int) -> int:
+    """The zygote's next report (0: pid, 1: exit status), within `_ZYGOTE_S`."""
+    if not select.select([ports.pids], [], [], _ZYGOTE_S)[0]:
+        raise ServerBroken("zygote did not answer")
+    data = os.read(ports.pids, _PID_MSG.size)
+    if len(data) != _PID_MSG.size or data[0] != expected:
+        raise ServerBroken("zygote pipe broken")
+    return _PID_MSG.unpack(data)[1]
+
+
+def _write_job(ports: Ports, job: dict) -> None:
+    """The job frame into the job pipe, within `_ZYGOTE_S` (the process reads it at once)."""
+    frame = json.dumps(job, separators=(",", ":")).encode()
+    data = memoryview(JOB_HEADER.pack(len(frame)) + frame)
+    end = time.monotonic() + _ZYGOTE_S
+    while data:
+        if not select.select([], [ports.job], [], max(0.0, end - time.monotonic()))[1]:
+            raise ServerBroken("candidate process did not read its job")
+        try:
+            data = data[os.write(ports.job, data):]
+        except BlockingIOError:
+            continue
+
+
+def _end_process(ports: Ports, pid: int) -> str:
+    """Kill the process and its session, let the zygote reap it, drain its pipe; describe."""
+    for kill in (os.kill, os.killpg):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    status = _from_zygote(ports, 1)
+    while True:  # nothing it wrote may reach the next process's reader
+        try:
+            if not os.read(ports.results, 1 << 16):
+                break
+        except BlockingIOError:
+            break
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
-def _spawn(req: dict, start: int, root: str):
-    """Fork one candidate process; return (pid, read fd, work dir)."""
-    workdir = tempfile.mkdtemp(prefix="cand-", dir=root)
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        try:
-            run_untrusted_child(req, start, wfd, workdir)
-        finally:
-            os._exit(4)
-    os.close(wfd)
-    return pid, rfd, workdir
-
-
-class _Reader:
-    """Line reader over a child's result pipe with deadlines and a byte cap."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd, self.buf, self.total, self.eof = fd, b"", 0, False
-
-    def next(self, deadline: float):
-        """Next parsed message; None on timeout; {"k": "eof"} when the pipe closed."""
-        while b"\n" not in self.buf:
-            if self.eof:
-                return {"k": "eof"}
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                return None
-            chunk = os.read(self.fd, 1 << 16)
-            self.total += len(chunk)
-            if not chunk or self.total > MAX_RESULT_BYTES:
-                self.eof = True
-                if chunk:
-                    return {"k": "bad", "detail": "result too large"}
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        try:
-            msg = json.loads(line)
-        except (ValueError, RecursionError):
-            return {"k": "bad", "detail": "malformed message from candidate process"}
-        return msg if isinstance(msg, dict) else {"k": "bad", "detail": "malformed message"}
-
-
-def supervise(req: dict, root: str) -> dict:
-    """Run one candidate's tests in as many child processes as needed; raw results."""
-    tests = req["tests"]
-    n = len(tests)
-    results: list = [None] * n
-    t0 = time.monotonic()
-    deadline = t0 + req["budget_s"]
-    resp = {"status": "OK", "detail": "", "output": ""}
-    start = 0
-    while start < n:
-        if time.monotonic() >= deadline:
-            resp["status"], resp["detail"] = "TIMEOUT", "candidate time limit"
-            break
-        pid, rfd, workdir = _spawn(req, start, root)
-        reader = _Reader(rfd)
-        cur, phase = start, "load"
-        mark = time.monotonic()
-        limit_end = min(mark + req["load_limit_s"], deadline)
-        ended = None  # (kind, message) when this child stopped before finishing
-        try:
-            while True:
-                msg = reader.next(limit_end)
-                now = time.monotonic()
-                kind = msg.get("k") if msg is not None else "timeout"
-                if kind == "loaded" and phase == "load":
-                    phase, mark = "test", now
-                    limit_end = min(now + tests[cur]["limit_s"], deadline)
-                elif kind == "r" and phase == "test" and msg.get("i") == cur:
-                    out, err = msg.get("out"), msg.get("err")
-                    ok = isinstance(out, str)
-                    results[cur] = {"status": "RAN" if ok else "ERROR", "seconds": now - mark,
-                                    "out": out if ok else None,
-                                    "detail": "" if ok else str(err)[:300]}
-                    cur, mark = cur + 1, now
-                    if cur < n:
-                        limit_end = min(now + tests[cur]["limit_s"], deadline)
-                    else:  # all answered; wait briefly for the captured output
-                        phase, limit_end = "done", now + req["load_limit_s"]
-                elif phase == "done":
-                    if kind == "end":
-                        cap = req["limits"]["max_output_bytes"] + 64
-                        resp["output"] = str(msg.get("output", ""))[:cap]
-                    break
-                else:
-                    ended = (kind, msg)
-                    break
-            why = _kill_group(pid, _KILL_GRACE_S if ended and ended[0] == "timeout" else 0)
-        finally:
-            os.close(rfd)
-            shutil.rmtree(workdir, ignore_errors=True)
-        if ended is None:
-            break
-        kind, msg = ended
-        detail = str((msg or {}).get("detail", ""))[:300]
-        if phase == "load":
-            status = {"missing": "MISSING_FUNCTION", "timeout": "TIMEOUT"}.get(kind, "CRASH")
-            if kind == "crash" or kind == "missing":
-                resp["output"] = str(msg.get("output", ""))[:req["limits"]["max_output_bytes"] + 64]
-            resp["status"] = status
-            resp["detail"] = detail or {"timeout": "module load timed out",
-                                        "missing": f"{req['function']} not defined",
-                                        "eof": f"process {why} while loading"}.get(kind, kind)
-            if kind == "setup":
-                resp["status"], resp["detail"] = "SETUP", detail
-            for i in range(cur, n):
-                results[i] = {"status": "TIMEOUT" if status == "TIMEOUT" else "ERROR",
-                              "seconds": 0.0, "out": None, "detail": resp["detail"]}
-            break
-        if kind == "timeout":
-            results[cur] = {"status": "TIMEOUT", "seconds": time.monotonic() - mark, "out": None,
-                            "detail": "test time limit"}
-        else:
-            results[cur] = {"status": "ERROR", "seconds": time.monotonic() - mark, "out": None,
-                            "detail": detail or f"process {why}"}
-        start = cur + 1
-    for i in range(n):
-        if results[i] is None:
-            results[i] = {"status": "TIMEOUT", "seconds": 0.0, "out": None,
-                          "detail": "candidate time limit"}
-            resp["status"], resp["detail"] = "TIMEOUT", "candidate time limit"
-    resp["tests"] = results
-    resp["seconds"] = time.monotonic() - t0
-    return resp
-
-
-def _isolate_network() -> str:
-    """Put this server (and so every candidate) in an empty network namespace if allowed."""
-    if _LIBC.unshare(_CLONE_NEWNET) == 0:
-        return "netns"
-    return "socket-guard"  # unprivileged: only the audit guard blocks sockets
-
-
-def serve(inp, out) -> None:
-    """Answer requests until stdin closes (one line in, one line out)."""
-    root = tempfile.mkdtemp(prefix="coral-sandbox-")
+def _empty(root: str) -> bool:
+    """Remove everything a candidate left in the work dir; False if something resisted."""
+    def force(func, path, _exc) -> None:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        func(path)
     try:
-        out.write(json.dumps({"ready": True, "network": _isolate_network(), "pid": os.getpid(),
-                              "root": root}) + "\n")
-        out.flush()
-        for line in inp:
-            req = json.loads(line)
-            out.write(json.dumps(supervise(req, root), separators=(",", ":")) + "\n")
-            out.flush()
+        for entry in os.scandir(root):
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, 0o700)
+                shutil.rmtree(entry.path, onerror=force)
+            else:
+                os.unlink(entry.path)
+        return True
+    except OSError:
+        return False
+
+
+class _Run:
+    """One request: the raw results of its tests and the response being built."""
+
+    def __init__(self, req: dict, setup: dict) -> None:
+        self.req, self.tests, self.n = req, req["tests"], len(req["tests"])
+        self.results: list = [None] * self.n
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + req["budget_s"]
+        self.status, self.detail, self.output = "OK", "", ""
+        self.recycle, self.kept = False, 0
+        self.job = {k: req[k] for k in ("source", "function", "tests", "budget_s", "limits",
+                                        "deny_read")}
+        self.job.update(workdir=setup["root"], seccomp=setup["seccomp"])
+
+    def record(self, i: int, status: str, seconds: float, out=None, detail: str = "") -> None:
+        """The raw result of test i; outputs beyond MAX_RESPONSE_CHARS become errors."""
+        if out is not None:
+            self.kept += len(out)
+            if self.kept > MAX_RESPONSE_CHARS:
+                status, out, detail = "ERROR", None, "result too large"
+        self.results[i] = {"status": status, "seconds": seconds, "out": out,
+                           "detail": detail[:300]}
+
+    def keep_output(self, text: str) -> None:
+        """What the candidate printed (capped)."""
+        self.output = text[: self.req["limits"]["max_output_bytes"] + 64]
+
+    def limit_end(self, i: int, now: float) -> float:
+        """Deadline of test i started at `now`."""
+        return min(now + self.tests[i]["limit_s"], self.deadline)
+
+    def response(self) -> dict:
+        """The answer line: tests never reached count as timed out."""
+        for i in range(self.n):
+            if self.results[i] is None:
+                self.record(i, "TIMEOUT", 0.0, detail="candidate time limit")
+                self.status, self.detail = "TIMEOUT", "candidate time limit"
+        return {"id": self.req["id"], "status": self.status, "detail": self.detail[:300],
+                "output": self.output, "tests": self.results, "recycle": self.recycle,
+                "seconds": time.monotonic() - self.t0}
+
+
+class _Process:
+    """One candidate process being supervised: phase, current test, its clock and deadline."""
+
+    def __init__(self, run: _Run, ports: Ports, start: int) -> None:
+        os.write(ports.ctl, b"f")
+        self.pid = _from_zygote(ports, 0)
+        _write_job(ports, {**run.job, "start": start})
+        self.reader = _Reader(ports.results)
+        self.phase, self.cur, self.mark = LOAD, start, time.monotonic()
+        self.limit_end = min(self.mark + run.req["load_limit_s"], run.deadline)
+        self.ended: tuple = ()  # (kind, message) when it stopped before finishing
+
+
+def _step(run: _Run, proc: _Process, kind: str, msg: dict, now: float) -> bool:
+    """Apply one message (see the state table above); False when this process is done."""
+    if proc.phase == LOAD and kind == LOADED:
+        proc.phase, proc.mark = TEST, now
+        proc.limit_end = run.limit_end(proc.cur, now)
+        return True
+    if proc.phase == TEST and kind == RESULT and msg["i"] == proc.cur:
+        if "out" in msg:
+            run.record(proc.cur, "RAN", now - proc.mark, out=msg["out"])
+        else:
+            run.record(proc.cur, "ERROR", now - proc.mark, detail=msg["err"])
+        proc.cur, proc.mark = proc.cur + 1, now
+        if proc.cur < run.n:
+            proc.limit_end = run.limit_end(proc.cur, now)
+        else:  # all answered; wait briefly for the captured output
+            proc.phase, proc.limit_end = DONE, now + run.req["load_limit_s"]
+        return True
+    if proc.phase == DONE:
+        if kind == END:
+            run.keep_output(msg["output"])
+        return False
+    proc.ended = (kind, msg)
+    return False
+
+
+def _load_failed(run: _Run, proc: _Process, why: str) -> None:
+    """The process stopped before its module loaded: the candidate's status says why."""
+    kind, msg = proc.ended
+    run.status = _LOAD_END.get(kind, "CRASH")
+    run.detail = msg.get("detail") or {TIMEOUT: "module load timed out",
+                                       MISSING: f"{run.req['function']} not defined",
+                                       EOF: f"process {why} while loading"}.get(kind, kind)
+    if kind in (CRASH, MISSING):
+        run.keep_output(msg["output"])
+    for i in range(proc.cur, run.n):
+        run.record(i, "TIMEOUT" if run.status == "TIMEOUT" else "ERROR", 0.0, detail=run.detail)
+
+
+def _run_process(run: _Run, ports: Ports, start: int) -> int:
+    """Run tests from `start` in one fresh process; the next start (n when finished)."""
+    proc = _Process(run, ports, start)
+    try:
+        while _step(run, proc, *proc.reader.next(proc.limit_end), time.monotonic()):
+            pass
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        why = _end_process(ports, proc.pid)
+        run.recycle |= proc.reader.bad | (not _empty(run.job["workdir"]))
+    if not proc.ended:
+        return run.n
+    if proc.phase == LOAD:
+        _load_failed(run, proc, why)
+        return run.n
+    kind, msg = proc.ended
+    timed_out = kind == TIMEOUT
+    run.record(proc.cur, "TIMEOUT" if timed_out else "ERROR", time.monotonic() - proc.mark,
+               detail="test time limit" if timed_out else msg.get("detail") or f"process {why}")
+    return proc.cur + 1
 
 
-if __name__ == "__main__":
+def supervise(req: dict, setup: dict, ports: Ports) -> dict:
+    """Run one candidate's tests in as many processes as needed; the raw response."""
+    run = _Run(req, setup)
+    start = 0
+    while start < run.n:
+        if time.monotonic() >= run.deadline:
+            run.status, run.detail = "TIMEOUT", "candidate time limit"
+            break
+        start = _run_process(run, ports, start)
+    return run.response()
+
+
+def main() -> None:
+    """Serve: the set-up line, then one response line per request line, until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the judge stops us by closing stdin
-    serve(sys.stdin, sys.stdout)
+    setup = json.loads(sys.stdin.readline())
+    ports = start_zygote()
+    out = sys.stdout
+    out.write(json.dumps({"ready": True, "pid": os.getpid(), "root": setup["root"]}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        out.write(json.dumps(supervise(json.loads(line), setup, ports),
+                             separators=(",", ":")) + "\n")
+        out.flush()

@@ -10,7 +10,12 @@ tuple keys, ``inf``), and pickle must never be used on what a candidate process 
 `encode` runs in the untrusted child on whatever the candidate returned: it walks exact
 builtin types only, consumes iterators (generators are answers for e.g. ``flatten``) and
 stops at `MAX_ITEMS` / `MAX_DEPTH` / `MAX_CHARS`, raising `Unserialisable` for anything else.
-`decode` runs in the trusted judge and accepts only this grammar.
+`decode` rebuilds real values; the child uses it for the judge's (trusted) test inputs.
+
+What a candidate returns is read in the judge by `loads_result` instead, which builds no
+hashed container from candidate data (integers that collide in a set or dict would cost the
+judge quadratic time): a set becomes a `Bag` of its elements sorted by `order_key`, a dict the
+`Pairs` sorted by key, and `coral.judge.quixbugs.outputs_match` compares those canonical forms.
 """
 
 from __future__ import annotations
@@ -174,4 +179,113 @@ def loads(text: str, nodes: Optional[list] = None) -> Any:
     try:
         return decode(json.loads(text), nodes)
     except (RecursionError, TypeError, IndexError) as exc:
+        raise ValueError(f"malformed value: {exc}"[:200]) from None
+
+
+class Bag(tuple):
+    """A set as its distinct elements sorted by `order_key` (compared without hashing)."""
+
+    __slots__ = ()
+
+
+class Pairs(tuple):
+    """A dict as its (key, value) pairs sorted by `order_key` of the key, keys distinct."""
+
+    __slots__ = ()
+
+
+def order_key(v: Any) -> tuple:
+    """A total order over canonical values; equal keys iff Python's set/dict would merge them
+    (1 == 1.0 == True; NaN equals only NaN here)."""
+    if v is None:
+        return (0,)
+    if isinstance(v, (bool, int, float)):
+        return (2,) if v != v else (1, v)
+    if isinstance(v, str):
+        return (3, v)
+    if isinstance(v, Bag):
+        return (6, tuple(order_key(x) for x in v))
+    if isinstance(v, Pairs):
+        return (7, tuple((order_key(k), order_key(x)) for k, x in v))
+    if isinstance(v, tuple):
+        return (4, tuple(order_key(x) for x in v))
+    if isinstance(v, list):
+        return (5, tuple(order_key(x) for x in v))
+    return (8, repr(v))  # NodeRef and other placeholders of trusted data
+
+
+def _bag(items: list) -> Bag:
+    """Sorted, with duplicates (equal order keys) dropped."""
+    keyed = sorted(((order_key(x), i) for i, x in enumerate(items)), key=lambda t: t[0])
+    out, last = [], object()
+    for key, i in keyed:
+        if key != last:
+            out.append(items[i])
+            last = key
+    return Bag(out)
+
+
+def _pairs(pairs: list) -> Pairs:
+    """Sorted by key; of duplicate keys the last one wins, as in a dict literal."""
+    keyed = sorted(((order_key(k), -i) for i, (k, _) in enumerate(pairs)), key=lambda t: t)
+    out, last = [], object()
+    for key, neg in keyed:
+        if key != last:
+            out.append(pairs[-neg])
+            last = key
+    return Pairs(out)
+
+
+def canonical(value: Any, depth: int = 0) -> Any:
+    """A trusted real value (expected answer) in canonical form: sets -> Bag, dicts -> Pairs."""
+    if depth > MAX_DEPTH + 2:
+        raise ValueError("value nested too deeply")
+    if isinstance(value, (Bag, Pairs)):
+        return value
+    if isinstance(value, (set, frozenset)):
+        return _bag([canonical(x, depth + 1) for x in value])
+    if isinstance(value, dict):
+        return _pairs([(canonical(k, depth + 1), canonical(x, depth + 1))
+                       for k, x in value.items()])
+    if isinstance(value, tuple):
+        return tuple(canonical(x, depth + 1) for x in value)
+    if isinstance(value, list):
+        return [canonical(x, depth + 1) for x in value]
+    return value
+
+
+def _result(data: Any, budget: _Budget, depth: int) -> Any:
+    """Tagged JSON from a candidate -> canonical value; only the wire grammar, within caps."""
+    if depth > MAX_DEPTH + 2:
+        raise ValueError("value nested too deeply")
+    budget.take()
+    if data is None or type(data) in (bool, int, float):
+        return data
+    if type(data) is str:
+        budget.take(0, len(data))
+        return data
+    if type(data) is list:
+        return [_result(x, budget, depth + 1) for x in data]
+    if type(data) is dict and len(data) == 1:
+        (tag, body), = data.items()
+        if tag == "f" and body in ("inf", "-inf", "nan"):
+            return float(body)
+        if type(body) is list and tag in ("t", "s"):
+            items = [_result(x, budget, depth + 1) for x in body]
+            return tuple(items) if tag == "t" else _bag(items)
+        if type(body) is list and tag == "d":
+            if not all(type(p) is list and len(p) == 2 for p in body):
+                raise ValueError("bad dict entry")
+            return _pairs([(_result(k, budget, depth + 1), _result(x, budget, depth + 1))
+                           for k, x in body])
+    raise ValueError(f"not a wire value: {str(data)[:80]}")
+
+
+def loads_result(text: str) -> Any:
+    """A candidate's encoded result -> canonical value; ValueError on anything malformed."""
+    if len(text) > 4 * MAX_CHARS:
+        raise ValueError("result too large")
+    try:
+        return _result(json.loads(text), _Budget(), 0)
+    except (RecursionError, TypeError, Unserialisable) as exc:
         raise ValueError(f"malformed value: {exc}"[:200]) from None

@@ -30,7 +30,7 @@ from pyflakes import api as flakes_api
 from pyflakes import reporter as flakes_reporter
 
 from coral.messages import Candidate, CandidateStatus, Scores, Verdict, CaseStatus
-from coral.judge.quixbugs import Problem, signature
+from coral.judge.quixbugs import PARSE_ERRORS, Problem, signature
 
 RUNTIME_STEP = 0.05
 RUNTIME_FLOOR_S = 0.005  # per-test times below this are fork/pipe noise, not the algorithm
@@ -54,7 +54,7 @@ def syntax_score(code: str, problem: Problem) -> float:
     """1 parse + right function and parameters; 0.5 parse only; 0 no parse."""
     try:
         ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except PARSE_ERRORS:
         return 0.0
     return 1.0 if signature(code, problem.function) == problem.parameters else 0.5
 
@@ -74,7 +74,7 @@ def style_score(code: str) -> float:
     """1 minus linter findings per non-blank line, floored at 0; 0 if it does not parse."""
     try:
         ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except PARSE_ERRORS:
         return 0.0
     lines = max(1, sum(1 for line in code.splitlines() if line.strip()))
     return max(0.0, 1.0 - lint_findings(code) / lines)
@@ -124,7 +124,7 @@ def security_score(code: str) -> float:
     """1 minus 0.25 per AST finding, floored at 0; 0 if it does not parse."""
     try:
         return max(0.0, 1.0 - SECURITY_PENALTY * len(security_findings(code)))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except PARSE_ERRORS:
         return 0.0
 
 

@@ -13,9 +13,14 @@ operations that matter here, so the candidate's own code cannot bypass it throug
   temp dir; so the QuixBugs data (expected answers), the project and /proc are unreadable;
 - imports of ctypes/subprocess/socket/multiprocessing/pty modules are refused.
 
-This is defence in depth, not a security boundary: memory-corruption bugs in CPython or a
-C extension would bypass it. The OS-level limits (own session killed as a group, rlimits,
-network namespace, temp dir, death signal) are applied in coral.judge.child.
+- relative paths are refused: the "open" event omits `dir_fd`, so a relative path cannot be
+  checked against where the kernel will resolve it.
+
+This is defence in depth, NOT a security boundary: its state (module globals, the stdlib
+functions it calls, closure cells) is Python state the candidate can rebind, and ctypes or a
+CPython memory-safety bug bypasses it (tests/judge/test_adversarial.py switches it off that
+way). The boundary is the kernel's (coral.judge.boundary); `sandbox.isolation: guard` runs
+with this guard alone and says so.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ def install_guard(workdir: str, deny_read: tuple | list = ()) -> None:
             if path is None or isinstance(path, int):
                 return
             path = fspath(path)
+            if not path.startswith("/"):  # relative to cwd, or to a dir_fd the event omits
+                refuse("relative path", path)
             writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & _WRITE_FLAGS)
             if writing and not _inside(path, work):
                 refuse("write outside the sandbox", path)

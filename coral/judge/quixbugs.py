@@ -26,6 +26,8 @@ from coral.messages import Candidate
 from coral.judge.graphs import GRAPH_CASES, graph_spec
 
 UPSTREAM = "https://github.com/jkoppel/QuixBugs"
+# What `ast.parse` raises on hostile or malformed source (never executed to find out).
+PARSE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError)
 
 # Inputs the upstream pytest files skip (knapsack: "Takes about 4 mins to pass!" unless
 # --runslow; levenshtein: "Takes too long to pass!" always).
@@ -85,7 +87,7 @@ def signature(source: str, function: str) -> Optional[tuple[str, ...]]:
     """Positional parameter names of top-level `def function` in `source`, or None."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except PARSE_ERRORS:
         return None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
@@ -180,9 +182,20 @@ def split(problems: Sequence[Problem], held_out_fraction: float,
             tuple(p for p in problems if p.name in held))
 
 
-def outputs_match(actual: Any, expected: Any, abs_tol: Optional[float] = None,
-                  depth: int = 0) -> bool:
-    """Deep equality as upstream asserts, with tuples == lists and floats within tolerance."""
+def outputs_match(actual: Any, expected: Any, abs_tol: Optional[float] = None) -> bool:
+    """Deep equality as upstream asserts, with tuples == lists and floats within tolerance.
+
+    Both sides are put in canonical form first (sets and dicts as sorted sequences, see
+    coral.judge.codec), so a candidate's result is compared without hashing any of it.
+    """
+    try:
+        return _match(codec.canonical(actual), codec.canonical(expected), abs_tol, 0)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _match(actual: Any, expected: Any, abs_tol: Optional[float], depth: int) -> bool:
+    """`outputs_match` on canonical forms."""
     if depth > codec.MAX_DEPTH + 2:
         return False
     if isinstance(expected, float) or (isinstance(actual, float) and isinstance(expected, int)
@@ -193,18 +206,21 @@ def outputs_match(actual: Any, expected: Any, abs_tol: Optional[float] = None,
             return actual == expected
         tol = max(1e-6 * abs(expected), abs_tol if abs_tol is not None else 1e-12)
         return abs(actual - expected) <= tol
+    if isinstance(expected, codec.Bag):  # set equality: exact, as Python's
+        return (isinstance(actual, codec.Bag) and len(actual) == len(expected)
+                and all(codec.order_key(a) == codec.order_key(e)
+                        for a, e in zip(actual, expected)))
+    if isinstance(expected, codec.Pairs):  # same keys exactly, values as upstream ==
+        return (isinstance(actual, codec.Pairs) and len(actual) == len(expected)
+                and all(codec.order_key(ak) == codec.order_key(ek)
+                        and _match(av, ev, abs_tol, depth + 1)
+                        for (ak, av), (ek, ev) in zip(actual, expected)))
+    if isinstance(actual, (codec.Bag, codec.Pairs)):
+        return False
     if isinstance(expected, (list, tuple)):
         return (isinstance(actual, (list, tuple)) and len(actual) == len(expected)
-                and all(outputs_match(a, e, abs_tol, depth + 1)
-                        for a, e in zip(actual, expected)))
-    if isinstance(expected, dict):
-        if not isinstance(actual, dict) or len(actual) != len(expected):
-            return False
-        return all(k in actual and outputs_match(actual[k], v, abs_tol, depth + 1)
-                   for k, v in expected.items())
-    if isinstance(expected, (set, frozenset)):
-        return isinstance(actual, (set, frozenset)) and actual == expected
-    if isinstance(actual, (list, tuple, dict, set, float)):
+                and all(_match(a, e, abs_tol, depth + 1) for a, e in zip(actual, expected)))
+    if isinstance(actual, (list, tuple, float)):
         return False
     return actual == expected
 

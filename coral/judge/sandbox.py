@@ -1,98 +1,42 @@
-"""Process-isolated judging of untrusted candidate programs against QuixBugs tests.
+"""The judge: runs untrusted candidate programs against QuixBugs tests behind a boundary.
 
 DANGER: candidates are model-written code and are treated as hostile. `Judge.judge_untrusted`
 (alias `judge`) never runs them in this process: it sends the source and the test *inputs* to
-a fork server (``python -m coral.judge.child``, a clean interpreter started with Popen, so it
-is safe to use from a Ray actor's threads), which forks one process per candidate. The
-expected answers stay here; the child's results come back as tagged JSON (never pickle) and
-are compared here, so a candidate can neither read nor replace the comparison.
-
-What holds for each candidate process:
-- own session/process group, killed as a whole (SIGTERM, then SIGKILL) on a per-test limit
-  ``max(time_floor_s, time_factor x reference seconds)`` (EvalPlus-style) and on the
-  candidate budget ``candidate_timeout_s``; PR_SET_PDEATHSIG kills it if the server dies;
-- rlimits: CPU seconds, address space (``memory_mb``), file size, open files, processes
-  (RLIMIT_NPROC is NOT enforced for root: there the audit guard, which refuses fork/exec/
-  spawn, and the process-group kill are what stop fork bombs);
-- a fresh temp working dir, removed afterwards; stdout/stderr captured up to
-  ``max_output_bytes`` (Python level) and fd-level writes bounded by RLIMIT_FSIZE;
-- no network: the fork server unshares into an empty network namespace when it may (root or
-  CAP_SYS_ADMIN); otherwise only the audit guard's refusal of socket operations holds;
-- the audit guard of coral.judge.guard (writes only in the temp dir, reads only of the
-  Python installation, no signals to others, no ctypes/subprocess/socket).
-What does NOT hold: this is not a container. The candidate runs as the same user (root, here),
-sees the real filesystem tree (reads are refused by the in-process guard, not the kernel) and
-a CPython memory-safety bug would defeat the guard. Run the judge in a container or VM when
-stronger isolation is needed.
+a fork server (coral.judge.child, started by coral.judge.server inside the isolation chosen by
+coral.judge.boundary: bubblewrap namespaces + seccomp, or the in-process guard alone), which
+forks one process per candidate from a zygote that never saw another candidate. The expected
+answers stay here; results come back as tagged JSON (never pickle), are checked against a
+strict schema and request id, decoded without building hashed containers and compared here.
+A server that times out, dies or answers out of schema is killed and replaced, and the
+candidate retried once on a fresh server; a second failure is the candidate's verdict
+(TIMEOUT or CRASH). See docs/judge.md for what holds and the tests that show it.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import logging
-import os
 import queue
-import subprocess
-import sys
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from coral.judge import codec
+from coral.judge import boundary, codec
 from coral.config import SandboxConfig
 from coral.messages import Candidate, CandidateStatus, Verdict, CaseResult, CaseStatus
-from coral.judge.quixbugs import Problem, outputs_match
+from coral.judge.quixbugs import PARSE_ERRORS, Problem, outputs_match
+from coral.judge.server import ForkServer, SandboxError
 
 log = logging.getLogger(__name__)
 
 MAX_SOURCE_CHARS = 100_000
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
-
-
 _SERVER_START_ATTEMPTS = 3
+_SERVER_SLACK_S = 5.0  # beyond the candidate's budget before the judge gives up on a server
 
-
-class SandboxError(RuntimeError):
-    """The sandbox itself (not a candidate) failed: an infrastructure error."""
-
-
-class ForkServer:
-    """One `python -m coral.judge.child` process and its request/response pipes."""
-
-    def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH"))
-                                            if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "coral.judge.child"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, cwd=_PROJECT_ROOT, text=True, bufsize=1)
-        hello = self.proc.stdout.readline()
-        if not hello:
-            raise SandboxError(f"fork server failed to start (exit {self.proc.wait()})")
-        self.info = json.loads(hello)
-
-    def request(self, req: dict) -> Optional[dict]:
-        """Send one request; the response, or None if the server died meanwhile."""
-        try:
-            self.proc.stdin.write(json.dumps(req) + "\n")
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except (BrokenPipeError, OSError):
-            return None
-        return json.loads(line) if line else None
-
-    def close(self) -> None:
-        """Stop the server (closing stdin ends its loop) and reap it."""
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
+__all__ = ["Judge", "SandboxError", "MAX_SOURCE_CHARS"]
 
 
 class Judge:
@@ -108,6 +52,7 @@ class Judge:
         self._all_servers: list[ForkServer] = []
         self._lock = threading.Lock()
         self._calibrating: dict[str, threading.Lock] = {}
+        self.isolation = boundary.choose(sandbox.isolation)  # logs which, at start
 
     # ------------------------------------------------------------------ servers
     def _acquire(self) -> ForkServer:
@@ -117,19 +62,17 @@ class Judge:
                 server = self._servers.get_nowait()
             except queue.Empty:
                 break
-            if server.proc.poll() is None:
+            if server.alive:
                 return server
             log.warning("fork server %d exited (%s); starting a new one", server.proc.pid,
                         server.proc.returncode)
-            with self._lock:
-                self._all_servers.remove(server)
+            self._retire(server)
         server = self._start_server()
         with self._lock:
             self._all_servers.append(server)
         return server
 
-    @staticmethod
-    def _start_server(attempts: int = _SERVER_START_ATTEMPTS) -> ForkServer:
+    def _start_server(self, attempts: int = _SERVER_START_ATTEMPTS) -> ForkServer:
         """Start a fork server, retrying a start that was killed from outside.
 
         Seen under Ray: a server started right after its actor was restarted can be SIGKILLed
@@ -138,7 +81,7 @@ class Judge:
         """
         for attempt in range(1, attempts + 1):
             try:
-                return ForkServer()
+                return ForkServer(self.isolation, self.sandbox.work_dir_mb)
             except SandboxError as exc:
                 if attempt == attempts:
                     raise
@@ -148,6 +91,13 @@ class Judge:
 
     def _release(self, server: ForkServer) -> None:
         self._servers.put(server)
+
+    def _retire(self, server: ForkServer) -> None:
+        """Kill a server that failed, or that saw anything odd, and forget it."""
+        server.kill()
+        with self._lock:
+            if server in self._all_servers:
+                self._all_servers.remove(server)
 
     def close(self) -> None:
         """Stop every fork server."""
@@ -225,62 +175,80 @@ class Judge:
             return list(pool.map(self.judge, candidates))
 
     def _run(self, candidate: Candidate, problem: Problem, limits: list[float]) -> Verdict:
-        """Parse here (cheap, never executes), then run in the fork server and compare here."""
-        def outcome(status: CandidateStatus, tests=(), seconds=0.0, detail="") -> Verdict:
-            return Verdict(candidate.genome_id, problem.name, status, tuple(tests),
-                               seconds, detail)
+        """Parse here (cheap, never executes), then run in a fork server and compare here."""
+        def verdict(status: CandidateStatus, tests=(), seconds=0.0, detail="") -> Verdict:
+            return Verdict(candidate.genome_id, problem.name, status, tuple(tests), seconds,
+                           detail)
 
         if len(candidate.code) > MAX_SOURCE_CHARS:
-            return outcome(CandidateStatus.SYNTAX_ERROR, detail="source too large")
+            return verdict(CandidateStatus.SYNTAX_ERROR, detail="source too large")
         try:
             ast.parse(candidate.code)
-        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-            return outcome(CandidateStatus.SYNTAX_ERROR, detail=str(exc)[:300])
-        sb = self.sandbox
-        req = {"source": candidate.code, "function": problem.function,
-               "tests": [{"inputs": t.inputs, "graph": t.graph, "projection": t.projection,
-                          "limit_s": lim} for t, lim in zip(problem.tests, limits)],
-               "budget_s": sb.candidate_timeout_s, "load_limit_s": sb.time_floor_s,
-               "deny_read": self._deny_read,
-               "limits": {"memory_mb": sb.memory_mb, "max_output_bytes": sb.max_output_bytes,
-                          "max_processes": sb.max_processes}}
-        # A server that dies under a candidate may have been killed from outside (e.g. the
-        # actor's process group being torn down): retry once on a fresh server, and only a
-        # second death is blamed on the candidate.
-        for attempt in (1, 2):
-            server = self._acquire()
-            resp = server.request(req)
-            if resp is not None:
-                self._release(server)
-                break
-            server.close()
-            with self._lock:
-                if server in self._all_servers:
-                    self._all_servers.remove(server)
-            log.warning("fork server died judging %s/%s (attempt %d)", candidate.genome_id,
-                        problem.name, attempt)
-        else:
-            return outcome(CandidateStatus.CRASH, detail="sandbox server died")
+        except PARSE_ERRORS as exc:
+            return verdict(CandidateStatus.SYNTAX_ERROR, detail=str(exc)[:300])
+        resp, why = self._exchange(self._request(candidate, problem, limits))
+        if resp is None:
+            status = CandidateStatus.TIMEOUT if why == "timed out" else CandidateStatus.CRASH
+            return verdict(status, detail=f"sandbox server {why}")
         if resp["status"] == "SETUP":
             raise SandboxError(f"sandbox setup failed: {resp['detail']}")
         tests = [self._verdict(i, r, problem) for i, r in enumerate(resp["tests"])]
-        detail = resp["detail"]
-        if resp.get("output"):
-            shown = resp["output"]
+        return verdict(CandidateStatus(resp["status"]), tests, resp["seconds"],
+                       self._detail(resp))
+
+    def _request(self, candidate: Candidate, problem: Problem, limits: list[float]) -> dict:
+        """The request for the fork server: inputs and limits, never the expected answers."""
+        sb = self.sandbox
+        return {"id": secrets.token_hex(8), "source": candidate.code,
+                "function": problem.function,
+                "tests": [{"inputs": t.inputs, "graph": t.graph, "projection": t.projection,
+                           "limit_s": lim} for t, lim in zip(problem.tests, limits)],
+                "budget_s": sb.candidate_timeout_s, "load_limit_s": sb.time_floor_s,
+                "deny_read": self._deny_read,
+                "limits": {"memory_mb": sb.memory_mb, "max_output_bytes": sb.max_output_bytes,
+                           "max_processes": sb.max_processes}}
+
+    def _exchange(self, req: dict) -> tuple[Optional[dict], str]:
+        """(response, "") from a server, or (None, why) after two servers failed on it.
+
+        A server that fails may have been killed from outside (e.g. the actor's process group
+        being torn down): the request is retried once on a fresh server, and only a second
+        failure is blamed on the candidate.
+        """
+        timeout = req["budget_s"] + req["load_limit_s"] + _SERVER_SLACK_S
+        why = ""
+        for attempt in (1, 2):
+            server = self._acquire()
+            resp, why = server.request(req, timeout)
+            if resp is not None:
+                if resp["recycle"]:
+                    self._retire(server)  # it saw a malformed frame: start afresh
+                else:
+                    self._release(server)
+                return resp, ""
+            self._retire(server)
+            log.warning("fork server %s (attempt %d); killed it", why, attempt)
+        return None, why
+
+    @staticmethod
+    def _detail(resp: dict) -> str:
+        """The candidate's detail line plus what it printed (shortened)."""
+        detail, shown = resp["detail"], resp["output"]
+        if shown:
             if len(shown) > 500:
                 shown = shown[:500] + " [output truncated]"
             detail = (detail + "\n" if detail else "") + "output: " + shown
-        return outcome(CandidateStatus(resp["status"]), tests, resp["seconds"], detail)
+        return detail
 
     @staticmethod
     def _verdict(index: int, raw: dict, problem: Problem) -> CaseResult:
         """Compare one raw child result with the expected answer (here, in the judge)."""
-        seconds = float(raw.get("seconds", 0.0))
+        seconds = float(raw["seconds"])
         if raw["status"] != "RAN":
-            return CaseResult(index, CaseStatus(raw["status"]), seconds, raw.get("detail", ""))
+            return CaseResult(index, CaseStatus(raw["status"]), seconds, raw["detail"])
         case = problem.tests[index]
         try:
-            actual = codec.loads(raw["out"])
+            actual = codec.loads_result(raw["out"])
         except ValueError as exc:
             return CaseResult(index, CaseStatus.ERROR, seconds, f"unreadable result: {exc}")
         if outputs_match(actual, case.expected, case.abs_tol):

@@ -8,8 +8,14 @@ stacked: each row runs with exactly one adapter, or none (peft's "__base__" name
 Batching: LoRA rows with different adapters (and base-model rows) share a batch through
 peft's `adapter_names=`; DoRA adapters cannot be mixed that way (peft raises "Cannot pass
 adapter_names when DoRA is enabled"), so DoRA rows are batched per adapter with that adapter
-active. Per-row knobs and seeds are applied by coral.model.sampling, so a row's output does not
-depend on the other rows of its batch.
+active. With `generation.group_by_adapter` every batch holds one adapter (or only base rows)
+and runs with it active, no `adapter_names`: peft splits a mixed batch into one sub-batch per
+adapter inside every adapted layer, so where that split costs more than the larger batch
+saves, grouping is faster (scripts/bench_gpu.py measures both). Per-row knobs and seeds are
+applied by coral.model.sampling, so a row's output does not depend on the other rows of its
+batch, nor on the grouping.
+
+`Generator` is the ``hf`` backend of coral.model.backend.
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """Indices (into the request list) of one batch, and the DoRA adapter it runs, if any."""
+    """Indices (into the request list) of one batch, and the one adapter it runs with active
+    (DoRA rows; every adapter batch when grouping by adapter), if any."""
 
     rows: tuple[int, ...]
-    dora_key: Optional[str] = None
+    active_key: Optional[str] = None
 
 
 def adapter_name(key: str) -> str:
@@ -50,24 +57,36 @@ def adapter_name(key: str) -> str:
 
 
 def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
-                 max_adapters: int) -> list[BatchPlan]:
-    """Group requests: LoRA and base rows mixed (<= max_adapters a batch), DoRA per adapter.
+                 max_adapters: int, group_by_adapter: bool = False) -> list[BatchPlan]:
+    """Group requests: LoRA and base rows mixed (<= max_adapters a batch), DoRA per adapter;
+    with `group_by_adapter`, LoRA rows per adapter too and base rows on their own.
 
     Rows are ordered by adapter key so that requests for one adapter run together and the
     LRU swaps as little as possible; the order does not change any row's output.
     """
-    lora: list[int] = []
-    dora: dict[str, list[int]] = {}
+    mixed: list[int] = []
+    single: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
-        if req.adapter is not None and req.adapter.use_dora:
-            dora.setdefault(req.adapter.key, []).append(i)
+        if req.adapter is not None and (req.adapter.use_dora or group_by_adapter):
+            single.setdefault(req.adapter.key, []).append(i)
         else:
-            lora.append(i)
-    lora.sort(key=lambda i: ("" if requests[i].adapter is None else requests[i].adapter.key, i))
+            mixed.append(i)
+    mixed.sort(key=lambda i: ("" if requests[i].adapter is None else requests[i].adapter.key, i))
+    plans = _mixed_plans(requests, mixed, batch_size, max_adapters)
+    for key in sorted(single):
+        idx = single[key]
+        for start in range(0, len(idx), batch_size):
+            plans.append(BatchPlan(tuple(idx[start:start + batch_size]), active_key=key))
+    return plans
+
+
+def _mixed_plans(requests: Sequence[GenerationRequest], order: list[int], batch_size: int,
+                 max_adapters: int) -> list[BatchPlan]:
+    """Cut rows (in order) into batches of <= batch_size rows and <= max_adapters adapters."""
     plans: list[BatchPlan] = []
     rows: list[int] = []
     keys: set[str] = set()
-    for i in lora:
+    for i in order:
         ref = requests[i].adapter
         new_key = ref is not None and ref.key not in keys
         if rows and (len(rows) >= batch_size or (new_key and len(keys) >= max_adapters)):
@@ -78,23 +97,21 @@ def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
             keys.add(ref.key)
     if rows:
         plans.append(BatchPlan(tuple(rows)))
-    for key in sorted(dora):
-        idx = dora[key]
-        for start in range(0, len(idx), batch_size):
-            plans.append(BatchPlan(tuple(idx[start:start + batch_size]), dora_key=key))
     return plans
 
 
 class Generator:
     """The resident base model plus an LRU of adapters; turns requests into texts."""
 
-    def __init__(self, cfg: Config, adapters: Any = None) -> None:
+    def __init__(self, cfg: Config, loaded: Optional[tuple] = None,
+                 adapters: Any = None) -> None:
+        """`loaded`: a (model, tokenizer, spec) from load_base to serve instead of loading."""
         self.cfg = cfg
         # An AdapterSource (coral.adapters.local): on Ray, the actor's own fetched copies;
         # None: the adapter's uri or the configured store, seen from this process.
         self.adapters = adapters
         self.gen = cfg.generation
-        self.model, self.tokenizer, self.spec = load_base(cfg.model)
+        self.model, self.tokenizer, self.spec = loaded or load_base(cfg.model)
         self.base_loads = 1
         self.adapter_loads = 0
         self.device = next(self.model.parameters()).device
@@ -103,6 +120,22 @@ class Generator:
         self._resident: "OrderedDict[str, str]" = OrderedDict()  # key -> peft adapter name
         self._store: Any = None
         self.eos_ids = self._eos_ids()
+
+    def stats(self) -> dict:
+        """Load counters, resident adapters, device and dtype (GenerationPool.stats)."""
+        return {"backend": "hf", "base_loads": self.base_loads,
+                "adapter_loads": self.adapter_loads, "resident": list(self.resident),
+                "device": str(self.device), "dtype": str(self.dtype)}
+
+    def close(self) -> None:
+        """Drop the model and adapters and return cached device memory to the driver."""
+        import gc
+
+        self._peft = self.model = None
+        self._resident.clear()
+        gc.collect()  # peft's wrappers hold reference cycles to the base model's layers
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------- adapters
 
@@ -188,9 +221,11 @@ class Generator:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate one text per request (same order), batching as described above."""
         results: list[Optional[GenerationResult]] = [None] * len(requests)
-        for plan in plan_batches(requests, self.gen.batch_size, self.gen.max_resident_adapters):
+        plans = plan_batches(requests, self.gen.batch_size, self.gen.max_resident_adapters,
+                             self.gen.group_by_adapter)
+        for plan in plans:
             batch = [requests[i] for i in plan.rows]
-            for i, res in zip(plan.rows, self._run_batch(batch, plan.dora_key)):
+            for i, res in zip(plan.rows, self._run_batch(batch, plan.active_key)):
                 results[i] = res
         return [r for r in results if r is not None]
 
@@ -213,14 +248,14 @@ class Generator:
         return ids.to(self.device), mask.to(self.device), layout
 
     def _adapter_context(self, batch: Sequence[GenerationRequest],
-                         dora_key: Optional[str]) -> tuple[Any, dict, Any]:
+                         active_key: Optional[str]) -> tuple[Any, dict, Any]:
         """(model to call, extra generate kwargs, context manager) for one batch."""
         refs = list({r.adapter.key: r.adapter for r in batch if r.adapter is not None}.values())
         self.ensure_resident(refs)
         if self._peft is None:  # no adapter ever loaded: plain base model
             return self.model, {}, contextlib.nullcontext()
-        if dora_key is not None:
-            self._peft.set_adapter(self._resident[dora_key])
+        if active_key is not None:
+            self._peft.set_adapter(self._resident[active_key])
             return self._peft, {}, contextlib.nullcontext()
         if not refs:
             return self._peft, {}, self._peft.disable_adapter()
@@ -234,12 +269,12 @@ class Generator:
         return contextlib.nullcontext()
 
     def _run_batch(self, batch: Sequence[GenerationRequest],
-                   dora_key: Optional[str]) -> list[GenerationResult]:
+                   active_key: Optional[str]) -> list[GenerationResult]:
         """Generate one batch: up to its longest row limit, then cut each row at its own."""
         from transformers import GenerationConfig as HFGenerationConfig
 
         start = time.perf_counter()
-        model, extra, ctx = self._adapter_context(batch, dora_key)
+        model, extra, ctx = self._adapter_context(batch, active_key)
         ids, mask, layout = self._encode(batch)
         limits = [max(1, int(r.knobs.max_new_tokens)) for r in batch]
         processors = row_processors([r.knobs for r in batch], [r.seed for r in batch], layout,

@@ -6,6 +6,9 @@
   is found with importlib.metadata). ``pull_embedded`` converts it once into an HF folder.
 - ``tiny``: a few-million-parameter random-initialised LLaMA with the SmolLM2 tokenizer, built
   offline and deterministically; what the tests use.
+- ``random:<shape>`` (``random:codellama-7b``, ``random:tiny``): random weights of a named
+  architecture, created on the target device, never saved (coral/model/random_base.py); its
+  tokenizer is SmolLM2's, from the HF folder `tokenizer_dir` (no GGUF reader needed).
 - a path to a ``.gguf`` file, a local HF folder, or a hub id (``codellama/CodeLlama-7b-Python-hf``).
 
 Conversions are written to a temp folder and renamed into place, so a killed conversion never
@@ -15,15 +18,18 @@ leaves a half-written model behind.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
 from coral.config import ModelConfig
+from coral.model import random_base
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ class BaseModelSpec:
     name: str
     path: str
     gguf_file: Optional[str] = None
+    random_shape: Optional[str] = None   # random:<shape>: `path` holds only the tokenizer
 
 
 def cache_root(cache_dir: Optional[str] = None) -> Path:
@@ -69,9 +76,10 @@ def embedded_gguf_path() -> Path:
     raise FileNotFoundError(f"{EMBEDDED_FILE} not found in the installed {EMBEDDED_PACKAGE} package")
 
 
-def _atomic_dir(target: Path, build: Any) -> Path:
-    """Build a folder with `build(tmp_path)` and rename it to `target` (first writer wins)."""
-    if (target / "config.json").is_file():
+def _atomic_dir(target: Path, build: Any, marker: str = "config.json") -> Path:
+    """Build a folder with `build(tmp_path)` and rename it to `target` (first writer wins);
+    a folder holding `marker` is complete."""
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -80,7 +88,7 @@ def _atomic_dir(target: Path, build: Any) -> Path:
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / "config.json").is_file():  # a stale partial folder: replace it
+            if not (target / marker).is_file():  # a stale partial folder: replace it
                 shutil.rmtree(target, ignore_errors=True)
                 os.rename(tmp, target)
     finally:
@@ -119,6 +127,33 @@ def pull_embedded(cache_dir: Optional[str] = None) -> Path:
     return _atomic_dir(target, build)
 
 
+def tokenizer_dir(cache_dir: Optional[str] = None) -> Path:
+    """The SmolLM2 tokenizer as an HF folder, written once from the embedded GGUF file.
+
+    Random models load it from here, so a machine without the GGUF reader (a GPU box) needs
+    only this folder in its cache (scripts/gpu_check.sh --prepare copies it).
+    """
+    target = cache_root(cache_dir) / "tokenizers" / "smollm2"
+
+    def build(tmp: Path) -> None:
+        try:
+            tokenizer = _load_embedded_tokenizer()
+        except (FileNotFoundError, ImportError) as exc:
+            raise FileNotFoundError(
+                f"random models need the SmolLM2 tokenizer folder {target}; write it where "
+                f"the embedded model is installed and copy it over (scripts/gpu_check.sh "
+                f"--prepare does): {exc}") from exc
+        tokenizer.save_pretrained(tmp)
+        # transformers 5 writes its own class name; the alias every 4.x/5.x release knows
+        # keeps the folder loadable by whatever version the GPU image has.
+        config = tmp / "tokenizer_config.json"
+        doc = json.loads(config.read_text())
+        doc["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config.write_text(json.dumps(doc, indent=2))
+
+    return _atomic_dir(target, build, marker="tokenizer.json")
+
+
 def tiny_model_dir(cache_dir: Optional[str] = None) -> Path:
     """Build (once) a tiny random LLaMA with the SmolLM2 tokenizer; deterministic weights."""
     target = cache_root(cache_dir) / "models" / TINY_VERSION
@@ -151,6 +186,11 @@ def resolve(cfg: ModelConfig) -> BaseModelSpec:
                              str(path))
     if base == TINY:
         return BaseModelSpec(TINY_VERSION, str(tiny_model_dir(cfg.cache_dir)))
+    shape = random_base.shape_of(base)
+    if shape is not None:
+        folder = tokenizer_dir(cfg.cache_dir)
+        return BaseModelSpec(random_base.spec_name(shape, tokenizer_size(str(folder))),
+                             str(folder), random_shape=shape)
     path = Path(base).expanduser()
     if base.endswith(".gguf"):
         if not path.is_file():
@@ -180,6 +220,14 @@ def device_and_dtype(cfg: ModelConfig) -> tuple[str, Any]:
     return device, dtype
 
 
+@lru_cache(maxsize=4)
+def tokenizer_size(path: str) -> int:
+    """Number of ids of the tokenizer in a folder (read once per process)."""
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(path))
+
+
 def load_tokenizer(spec: BaseModelSpec) -> Any:
     """Load the tokenizer, left-padded for batched generation, with a pad token."""
     from transformers import AutoTokenizer
@@ -198,6 +246,9 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, BaseModelSpec]:
 
     spec = resolve(cfg)
     device, dtype = device_and_dtype(cfg)
+    if spec.random_shape is not None:
+        tokenizer = load_tokenizer(spec)
+        return random_base.build(spec.random_shape, tokenizer, device, dtype), tokenizer, spec
     kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, **kwargs)
     if spec.gguf_file:

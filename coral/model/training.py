@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from coral.model.bugdata import build_dataset, build_rows
+from coral.model.bugdata import build_rows
 from coral.config import Config, ModelConfig, TrainingConfig
 from coral.search.genome import HeavyGenes
 from coral.messages import AdapterRef
@@ -77,6 +77,43 @@ def collate(rows: list[dict], pad_id: int) -> dict:
             "labels": padded("labels", -100)}
 
 
+def fit(model: Any, batches: list[dict], probe: Optional[dict], device: Any, dtype: Any,
+        learning_rate: float) -> tuple[list[float], float, float, int]:
+    """AdamW over the batches of a peft model; (per-step losses, probe loss before, after,
+    trainable parameters); without a probe both losses are nan. scripts/bench_gpu.py times
+    exactly this loop."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=learning_rate)
+    # bf16 weights on GPU: autocast keeps the fp32 adapter and bf16 base consistent.
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def loss_of(batch: dict) -> Any:
+        with autocast:
+            return model(**{k: v.to(device) for k, v in batch.items()}).loss
+
+    def probe_loss() -> float:
+        if probe is None:
+            return float("nan")
+        model.eval()
+        with torch.no_grad():
+            return float(loss_of(probe))
+
+    before = probe_loss()
+    model.train()
+    losses = []
+    for batch in batches:
+        loss = loss_of(batch)
+        loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        losses.append(round(float(loss.detach()), 5))
+    after = probe_loss()
+    model.eval()
+    return losses, round(before, 5), round(after, 5), sum(p.numel() for p in params)
+
+
 class Trainer:
     """A resident base model + tokenizer + encoded training set; trains adapters one by one."""
 
@@ -86,7 +123,8 @@ class Trainer:
 
         self.model_cfg, self.tcfg = model_cfg, tcfg
         self.model, self.tokenizer, self.spec = loaded or load_base(model_cfg)
-        self.dataset, self.data_version = build_dataset(tcfg)
+        # Plain dicts, not a datasets.Dataset: the GPU check runs where `datasets` is absent.
+        self.dataset, self.data_version = build_rows(tcfg)
         self.examples = self._encode()
         if not self.examples:
             raise RuntimeError(f"no training example fits in max_length={tcfg.max_length}")
@@ -175,32 +213,7 @@ class Trainer:
     def _fit(self, model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any
              ) -> tuple[list[float], float, float, int]:
         """AdamW over the batches; per-step losses and the probe batch's loss before/after."""
-        import torch
-
-        params = [p for p in model.parameters() if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=self.tcfg.learning_rate)
-        # bf16 weights on GPU: autocast keeps the fp32 adapter and bf16 base consistent.
-        autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-        def loss_of(batch: dict) -> Any:
-            with autocast:
-                return model(**{k: v.to(device) for k, v in batch.items()}).loss
-
-        model.eval()
-        with torch.no_grad():
-            before = float(loss_of(probe))
-        model.train()
-        losses = []
-        for batch in batches:
-            loss = loss_of(batch)
-            loss.backward()
-            optim.step()
-            optim.zero_grad(set_to_none=True)
-            losses.append(round(float(loss.detach()), 5))
-        model.eval()
-        with torch.no_grad():
-            after = float(loss_of(probe))
-        return losses, round(before, 5), round(after, 5), sum(p.numel() for p in params)
+        return fit(model, batches, probe, device, dtype, self.tcfg.learning_rate)
 
     def train_into(self, store: AdapterStore, genes: HeavyGenes, key: str) -> AdapterRef:
         """Train one adapter and write it to `store` atomically; return its ref."""

@@ -167,7 +167,7 @@ def in_process_pools(cfg: Any, problems: Sequence[Problem]) -> InProcessPools:
     the trainer loads its base model only on the first cache miss.
     """
     from coral.adapters.cache import AdapterCache
-    from coral.model.generation import Generator
+    from coral.model.backend import create_backend
     from coral.judge.quixbugs import resolve_path
     from coral.judge.sandbox import Judge
     from coral.adapters.store import store_from_config
@@ -184,12 +184,16 @@ def in_process_pools(cfg: Any, problems: Sequence[Problem]) -> InProcessPools:
 
     store = store_from_config(cfg)
     cache = AdapterCache(store, train)
-    generator = Generator(cfg)
+    backend = create_backend(cfg)
 
     def adapter(key: str, genes: HeavyGenes) -> AdapterReady:
         t0 = time.perf_counter()
         ref, outcome = cache.get_with_outcome(key, genes)
         return AdapterReady(ref, outcome, time.perf_counter() - t0)
 
-    return InProcessPools(calibrated, adapter, generator.generate, judge.judge_many,
-                            cache.stats, judge.close)
+    def close() -> None:
+        judge.close()
+        backend.close()
+
+    return InProcessPools(calibrated, adapter, backend.generate, judge.judge_many,
+                          cache.stats, close)

@@ -94,3 +94,34 @@ def test_codec_round_trip_and_rejects():
         codec.loads('{"evil": 1}')
     with pytest.raises(ValueError):
         codec.loads('{"s": [[1]]}')
+
+
+def test_results_are_compared_without_hashing_candidate_data():
+    """A forged frame of 80k integers that share one hash (k * (2**61 - 1)): decoded into a
+    sorted Bag and compared in well under a second (a set or dict of them took 36 s)."""
+    import json
+    import time
+    text = json.dumps({"s": [k * (2**61 - 1) for k in range(80_000)]})
+    pairs = json.dumps({"d": [[k * (2**61 - 1), k] for k in range(80_000)]})
+    t0 = time.perf_counter()
+    bag, mapping = codec.loads_result(text), codec.loads_result(pairs)
+    assert not outputs_match(bag, {1, 2}) and not outputs_match(mapping, {1: 2})
+    assert time.perf_counter() - t0 < 2.0
+    assert type(bag) is codec.Bag and type(mapping) is codec.Pairs
+
+
+def test_canonical_results_keep_set_and_dict_semantics():
+    got = codec.loads_result(codec.dumps({(1, 2), (1, 3)}))
+    assert outputs_match(got, {(1, 3), (1, 2)}) and not outputs_match(got, {(1, 2)})
+    assert outputs_match(codec.loads_result('{"s": [1, 1.0, true]}'), {1})  # one element
+    assert not outputs_match(codec.loads_result('{"s": [[1, 2]]}'), {(1, 2)})  # list != tuple
+    shortest = codec.loads_result(codec.dumps({"A": 0, "B": 1.0000000001}))
+    assert outputs_match(shortest, {"B": 1, "A": 0})  # values with upstream tolerance
+    assert not outputs_match(shortest, {"A": 0, "C": 1})
+    assert outputs_match(codec.loads_result('{"d": [["a", 1], ["a", 2]]}'), {"a": 2})  # last wins
+    with pytest.raises(ValueError):
+        codec.loads_result('{"s": [1], "t": [2]}')
+    with pytest.raises(ValueError):
+        codec.loads_result('{"d": [[1]]}')
+    with pytest.raises(ValueError):
+        codec.loads_result("[" * 1000 + "]" * 1000)

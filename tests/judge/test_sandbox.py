@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from coral.messages import CaseStatus as TS
 from coral.judge.quixbugs import load_problems
 from coral.judge.sandbox import Judge
 
-FAST = SandboxConfig(time_floor_s=0.5, time_factor=10.0, candidate_timeout_s=5.0, memory_mb=512)
+FAST = SandboxConfig(time_floor_s=0.5, time_factor=10.0, candidate_timeout_s=15.0, memory_mb=512)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,72 @@ def test_server_killed_between_candidates_is_replaced(quixbugs_dir):
         again = j.judge(ref)
         assert again.status is CandidateStatus.OK and again.passed == 6
         assert j._all_servers[0].proc.pid != pid
+
+
+def test_isolation_strict_says_what_is_missing(monkeypatch, tmp_path):
+    """On a machine without bubblewrap (PATH without bwrap), strict refuses with the fix."""
+    from coral.judge import boundary
+    monkeypatch.setenv("PATH", str(tmp_path))
+    boundary.missing.cache_clear()
+    try:
+        with pytest.raises(boundary.IsolationUnavailable, match="bubblewrap.*apt-get install"):
+            boundary.choose("strict")
+        monkeypatch.delenv(boundary.ENV_OVERRIDE, raising=False)
+        assert boundary.choose("auto").kind == "guard"  # auto falls back, with a warning
+    finally:
+        boundary.missing.cache_clear()
+
+
+def test_isolation_auto_uses_the_kernel_here_and_guard_warns(caplog):
+    from coral.judge import boundary
+    assert boundary.choose("auto").kind == "kernel"  # this machine (and CI) has bubblewrap
+    with caplog.at_level("WARNING"):
+        assert boundary.choose("guard").kind == "guard"
+    assert "NOT behind a kernel boundary" in caplog.text
+
+
+def test_guard_mode_still_judges_and_removes_its_work_dir(quixbugs_dir):
+    cfg = SandboxConfig(isolation="guard", time_floor_s=0.5, candidate_timeout_s=15.0)
+    with Judge(load_problems(quixbugs_dir), cfg) as j:
+        ref = j.judge(Candidate("r", "gcd", j.problem("gcd").reference_source))
+        assert ref.passed == ref.total
+        server = j._all_servers[0]
+        root = server.root
+        assert os.path.isdir(root)
+        os.kill(server.proc.pid, signal.SIGKILL)  # a dead server takes its work dir with it
+        assert j.judge(Candidate("r", "gcd", j.problem("gcd").reference_source)).passed == 6
+        assert not os.path.exists(root)
+
+
+def test_a_stopped_server_costs_a_deadline_not_a_hang(quixbugs_dir):
+    """SIGSTOP the server (what a pidfd attack did): the judge's read times out, the server is
+    killed and the candidate judged again on a fresh one."""
+    from hostcheck import descendants
+
+    from coral.judge import sandbox
+    cfg = SandboxConfig(time_floor_s=0.3, candidate_timeout_s=1.0)
+    with Judge(load_problems(quixbugs_dir), cfg) as j:
+        ref = Candidate("r", "gcd", j.problem("gcd").reference_source)
+        assert j.judge(ref).passed == 6
+        stopped = j._all_servers[0]
+        for pid in descendants({stopped.proc.pid}):  # bwrap, the server, its zygote
+            os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        again = j.judge(ref)
+        wall = time.monotonic() - t0
+    assert again.passed == 6 and not stopped.alive
+    assert wall < cfg.candidate_timeout_s + cfg.time_floor_s + sandbox._SERVER_SLACK_S + 5
+
+
+def test_server_responses_are_checked_against_the_schema():
+    from coral.judge.server import valid_response
+    test = {"status": "RAN", "seconds": 0.1, "out": "1", "detail": ""}
+    good = {"id": "a", "status": "OK", "detail": "", "output": "", "tests": [test],
+            "recycle": False, "seconds": 0.2}
+    assert valid_response(good, "a", 1)
+    assert not valid_response(good, "b", 1)  # another request's answer
+    assert not valid_response(good, "a", 2)
+    assert not valid_response({**good, "extra": 1}, "a", 1)
+    assert not valid_response({**good, "status": ["OK"]}, "a", 1)  # unhashable kind
+    assert not valid_response({**good, "tests": [{**test, "out": None}]}, "a", 1)
+    assert not valid_response({**good, "seconds": float("nan")}, "a", 1)

@@ -122,10 +122,34 @@ def test_plan_batches_limits_rows_and_adapters(adapters):
         assert len(p.rows) <= 3
         keys = {reqs[i].adapter.key for i in p.rows if reqs[i].adapter is not None}
         assert len(keys) <= 1
-        if p.dora_key is not None:
-            assert keys == {p.dora_key}
+        if p.active_key is not None:
+            assert keys == {p.active_key}
         else:
             assert not any(reqs[i].adapter and reqs[i].adapter.use_dora for i in p.rows)
+
+
+def test_group_by_adapter_plans_one_adapter_per_batch(adapters):
+    reqs = mixed_requests(adapters)
+    plans = plan_batches(reqs, batch_size=8, max_adapters=8, group_by_adapter=True)
+    assert sorted(i for p in plans for i in p.rows) == list(range(len(reqs)))
+    for p in plans:
+        keys = {reqs[i].adapter.key for i in p.rows if reqs[i].adapter is not None}
+        # Either one adapter, run active, or only base rows: never a mixed batch.
+        assert keys == ({p.active_key} if p.active_key else set())
+    assert len(plans) == 5                       # base, a, b, c, d (d twice, one batch)
+    mixed = plan_batches(reqs, batch_size=8, max_adapters=8)
+    assert len(mixed) == 2                       # LoRA + base in one, the DoRA adapter apart
+
+
+def test_grouping_by_adapter_does_not_change_any_text(adapters):
+    reqs = mixed_requests(adapters)
+    mixed = Generator(tiny_cfg(greedy=False)).generate(reqs)
+    grouped = Generator(tiny_cfg(greedy=False, group_by_adapter=True)).generate(reqs)
+    assert [r.request_id for r in grouped] == [r.request_id for r in reqs]
+    assert [r.text for r in grouped] == [r.text for r in mixed]
+    # Two rows each for base, a and d; one each for b and c. Mixed: 6 LoRA/base rows + 2 DoRA.
+    assert sorted(r.meta["batch_size"] for r in grouped) == [1, 1, 2, 2, 2, 2, 2, 2]
+    assert sorted(r.meta["batch_size"] for r in mixed) == [2, 2, 6, 6, 6, 6, 6, 6]
 
 
 def test_per_row_knobs_and_lengths(adapters):
