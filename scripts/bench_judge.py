@@ -1,8 +1,10 @@
 """Benchmark of the judge: isolated vs in-process throughput, and the full 80-program run.
 
 (a) trivially passing candidates (the gcd reference fix) judged per second by the sandbox
-(2 fork servers) and by an UNSAFE in-process baseline (exec + call + compare in this process,
-what the sandbox avoids), side by side in this run; (b) wall seconds of judging all 40
+(2 fork servers) with the isolation `--isolation` picks (`isolation` in the JSON: kernel or
+guard), with the in-process guard alone when that was the kernel boundary, and by an UNSAFE
+in-process baseline (exec + call + compare in this process, what the sandbox avoids), side by
+side in this run, with the load average at the end; (b) wall seconds of judging all 40
 reference fixes and 40 buggy programs (buggy infinite loops cost at most their time limits).
 Prints JSON lines; the last line is one JSON object with every figure.
 """
@@ -35,8 +37,36 @@ def unsafe_in_process(problem, code: str) -> bool:
                for t in problem.tests)
 
 
+def throughput(problem, isolation: str, n: int, workers: int) -> tuple[float, str]:
+    """(candidates per second, isolation used) judging the reference fix n times."""
+    cand = Candidate("bench", problem.name, problem.reference_source)
+    with Judge([problem], SandboxConfig(isolation=isolation), workers=workers) as judge:
+        judge.judge_many([cand] * 8)  # start servers, calibrate
+        t0 = time.perf_counter()
+        outs = judge.judge_many([cand] * n)
+        seconds = time.perf_counter() - t0
+    assert all(o.passed == o.total for o in outs)
+    return n / seconds, judge.isolation.kind
+
+
+def full_run(problems, root: Path, isolation: str, workers: int) -> dict:
+    """Judge all 40 reference fixes and 40 buggy programs: wall time and the self-check."""
+    with Judge(problems, SandboxConfig(isolation=isolation), dataset_dir=str(root),
+               workers=workers) as judge:
+        t0 = time.perf_counter()
+        judge.calibrate()
+        outs = judge.judge_many(benchmark_candidates(problems))
+        full_s = time.perf_counter() - t0
+    fixed = [o.fixed for o in outs]
+    return {"full_benchmark_seconds": round(full_s, 2), "programs": len(problems),
+            "reference_pass": sum(fixed[:len(problems)]),
+            "buggy_fail": sum(not f for f in fixed[len(problems):]),
+            "slowest_buggy": sorted(((round(o.seconds, 2), o.problem)
+                                     for o in outs[len(problems):]), reverse=True)[:3]}
+
+
 def main() -> int:
-    """Run both measurements and print JSON."""
+    """Run the measurements and print JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--quixbugs", default=os.environ.get("CORAL_QUIXBUGS"))
     ap.add_argument("--n", type=int, default=1000, help="candidates for the throughput test")
@@ -47,37 +77,20 @@ def main() -> int:
     root = resolve_path(args.quixbugs or Path(__file__).resolve().parents[2] / "shared/quixbugs")
     problems = load_problems(root)
     gcd = select(problems, ["gcd"])[0]
-    cand = Candidate("bench", "gcd", gcd.reference_source)
-
-    with Judge([gcd], SandboxConfig(isolation=args.isolation), workers=args.workers) as judge:
-        isolation = judge.isolation.kind
-        judge.judge_many([cand] * 8)  # start servers, calibrate
-        t0 = time.perf_counter()
-        outs = judge.judge_many([cand] * args.n)
-        sandbox_s = time.perf_counter() - t0
-    assert all(o.passed == o.total for o in outs)
+    rate, isolation = throughput(gcd, args.isolation, args.n, args.workers)
+    a = {"isolation": isolation, "sandbox_candidates_per_second": round(rate, 1)}
+    if isolation == "kernel":  # the in-process guard alone, side by side in this run
+        guard_rate, _ = throughput(gcd, "guard", args.n, args.workers)
+        a.update(guard_candidates_per_second=round(guard_rate, 1),
+                 guard_over_kernel=round(guard_rate / rate, 2))
     t0 = time.perf_counter()
-    assert all(unsafe_in_process(gcd, cand.code) for _ in range(args.n))
-    inproc_s = time.perf_counter() - t0
-    a = {"sandbox_candidates_per_second": round(args.n / sandbox_s, 1),
-         "in_process_candidates_per_second": round(args.n / inproc_s, 1),
-         "in_process_over_sandbox": round(sandbox_s / inproc_s, 1),
-         "workers": args.workers, "n": args.n, "isolation": isolation}
+    assert all(unsafe_in_process(gcd, gcd.reference_source) for _ in range(args.n))
+    inproc = args.n / (time.perf_counter() - t0)
+    a.update(in_process_candidates_per_second=round(inproc, 1),
+             in_process_over_sandbox=round(inproc / rate, 1), workers=args.workers, n=args.n,
+             load_average=round(os.getloadavg()[0], 2))
     print(json.dumps(a), flush=True)
-
-    with Judge(problems, SandboxConfig(isolation=args.isolation), dataset_dir=str(root),
-               workers=args.workers) as judge:
-        t0 = time.perf_counter()
-        judge.calibrate()
-        cands = benchmark_candidates(problems)
-        outs = judge.judge_many(cands)
-        full_s = time.perf_counter() - t0
-    fixed = [o.fixed for o in outs]
-    b = {"full_benchmark_seconds": round(full_s, 2), "programs": len(problems),
-         "reference_pass": sum(fixed[:len(problems)]),
-         "buggy_fail": sum(not f for f in fixed[len(problems):]),
-         "slowest_buggy": sorted(((round(o.seconds, 2), o.problem)
-                                  for o in outs[len(problems):]), reverse=True)[:3]}
+    b = full_run(problems, root, args.isolation, args.workers)
     print(json.dumps(b), flush=True)
     print(json.dumps({**a, **b}))
     return 0

@@ -96,10 +96,22 @@ def bwrap_argv(work_dir_mb: int) -> list[str]:
     return args
 
 
-def server_argv(isolation: Isolation, work_dir_mb: int) -> list[str]:
-    """The fork server's command line: an isolated (-I), site-free (-S) interpreter."""
+def stage_child_files(dest: str) -> str:
+    """Copy the server's files to `dest` (guard mode: the project itself stays off sys.path)."""
+    for rel in CHILD_FILES:
+        target = Path(dest, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_PROJECT_ROOT / rel, target)
+    return dest
+
+
+def server_argv(isolation: Isolation, work_dir_mb: int, guard_lib: str = "") -> list[str]:
+    """The fork server's command line: an isolated (-I), site-free (-S) interpreter.
+
+    Under the guard, `guard_lib` holds copies of the server's files (`stage_child_files`).
+    """
     exe, _ = interpreter()
-    lib = SANDBOX_LIB if isolation.kind == "kernel" else str(_PROJECT_ROOT)
+    lib = SANDBOX_LIB if isolation.kind == "kernel" else guard_lib
     boot = f"import sys; sys.path.insert(0, {lib!r}); from coral.judge.child import main; main()"
     command = [exe, "-I", "-S", "-u", "-c", boot]
     return (bwrap_argv(work_dir_mb) + ["--", *command]) if isolation.kind == "kernel" \

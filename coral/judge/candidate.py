@@ -33,7 +33,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 RESULT_FD = 3  # the result pipe, moved here; every other inherited fd is closed
-JOB_HEADER = struct.Struct("<Q")
+JOB_HEADER = struct.Struct("<QI")  # length of the request line, index of the first test
 
 
 class Node:
@@ -110,8 +110,9 @@ def send(fd: int, msg: dict) -> None:
         data = data[os.write(fd, data):]
 
 
-def read_job(fd: int) -> dict:
-    """The job frame the server wrote for this process: 8-byte length, then JSON."""
+def read_job(fd: int, setup: dict) -> dict:
+    """The job the server wrote for this process (header, then its request line as received),
+    plus the server's set-up (work dir, seccomp program) this process inherited."""
     def exactly(n: int) -> bytes:
         buf = b""
         while len(buf) < n:
@@ -120,8 +121,10 @@ def read_job(fd: int) -> dict:
                 raise EOFError("job pipe closed")
             buf += chunk
         return buf
-    (size,) = JOB_HEADER.unpack(exactly(JOB_HEADER.size))
-    return json.loads(exactly(size))
+    size, start = JOB_HEADER.unpack(exactly(JOB_HEADER.size))
+    job = json.loads(exactly(size))
+    job.update(start=start, workdir=setup["root"], seccomp=setup["seccomp"])
+    return job
 
 
 class _SockFprog(ctypes.Structure):
@@ -178,12 +181,12 @@ def _confine(job: dict) -> _CappedText:
     return capture
 
 
-def run_candidate(job_fd: int, result_fd: int) -> None:
+def run_candidate(job_fd: int, result_fd: int, setup: dict) -> None:
     """DANGER: read the job, confine this process, run the candidate's tests; never returns."""
     exit_now = os._exit  # captured before candidate code can replace it
     out = result_fd
     try:
-        job = read_job(job_fd)
+        job = read_job(job_fd, setup)
         os.dup2(result_fd, RESULT_FD)
         out = RESULT_FD
         capture = _confine(job)

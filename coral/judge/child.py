@@ -117,7 +117,7 @@ class Ports:
         self.ctl, self.pids, self.job, self.results, self.zygote = ctl, pids, job, results, zygote
 
 
-def start_zygote() -> Ports:
+def start_zygote(setup: dict) -> Ports:
     """Fork the zygote now, while this process has read no request."""
     ctl_r, ctl_w = os.pipe()
     pid_r, pid_w = os.pipe()
@@ -131,7 +131,7 @@ def start_zygote() -> Ports:
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(null, 0)
             os.dup2(null, 1)  # the judge's pipes stay with the supervisor alone
-            _zygote(ctl_r, pid_w, job_r, res_w)
+            _zygote(ctl_r, pid_w, job_r, res_w, setup)
         finally:
             os._exit(0)
     for fd in (ctl_r, pid_w, job_r, res_w):
@@ -141,7 +141,7 @@ def start_zygote() -> Ports:
     return Ports(ctl_w, pid_r, job_w, res_r, pid)
 
 
-def _zygote(ctl: int, pids: int, job: int, results: int) -> None:
+def _zygote(ctl: int, pids: int, job: int, results: int, setup: dict) -> None:
     """Fork one candidate process per byte on `ctl`; report its pid, then its exit status."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the supervisor
     while os.read(ctl, 1):
@@ -149,7 +149,7 @@ def _zygote(ctl: int, pids: int, job: int, results: int) -> None:
         if pid == 0:
             os.close(ctl)
             os.close(pids)
-            run_candidate(job, results)
+            run_candidate(job, results, setup)
         os.write(pids, _PID_MSG.pack(0, pid))
         _, status = os.waitpid(pid, 0)
         os.write(pids, _PID_MSG.pack(1, status))
@@ -169,10 +169,10 @@ def _from_zygote(ports: Ports, expected: int) -> int:
     return _PID_MSG.unpack(data)[1]
 
 
-def _write_job(ports: Ports, job: dict) -> None:
-    """The job frame into the job pipe, within `_ZYGOTE_S` (the process reads it at once)."""
-    frame = json.dumps(job, separators=(",", ":")).encode()
-    data = memoryview(JOB_HEADER.pack(len(frame)) + frame)
+def _write_job(ports: Ports, line: bytes, start: int) -> None:
+    """The job (the request line as received, and the first test to run) into the job pipe,
+    within `_ZYGOTE_S` (the process reads it at once)."""
+    data = memoryview(JOB_HEADER.pack(len(line), start) + line)
     end = time.monotonic() + _ZYGOTE_S
     while data:
         if not select.select([], [ports.job], [], max(0.0, end - time.monotonic()))[1]:
@@ -223,16 +223,15 @@ def _empty(root: str) -> bool:
 class _Run:
     """One request: the raw results of its tests and the response being built."""
 
-    def __init__(self, req: dict, setup: dict) -> None:
-        self.req, self.tests, self.n = req, req["tests"], len(req["tests"])
+    def __init__(self, line: bytes, root: str) -> None:
+        self.line, self.root = line, root
+        req = self.req = json.loads(line)
+        self.tests, self.n = req["tests"], len(req["tests"])
         self.results: list = [None] * self.n
         self.t0 = time.monotonic()
         self.deadline = self.t0 + req["budget_s"]
         self.status, self.detail, self.output = "OK", "", ""
         self.recycle, self.kept = False, 0
-        self.job = {k: req[k] for k in ("source", "function", "tests", "budget_s", "limits",
-                                        "deny_read")}
-        self.job.update(workdir=setup["root"], seccomp=setup["seccomp"])
 
     def record(self, i: int, status: str, seconds: float, out=None, detail: str = "") -> None:
         """The raw result of test i; outputs beyond MAX_RESPONSE_CHARS become errors."""
@@ -268,7 +267,7 @@ class _Process:
     def __init__(self, run: _Run, ports: Ports, start: int) -> None:
         os.write(ports.ctl, b"f")
         self.pid = _from_zygote(ports, 0)
-        _write_job(ports, {**run.job, "start": start})
+        _write_job(ports, run.line, start)
         self.reader = _Reader(ports.results)
         self.phase, self.cur, self.mark = LOAD, start, time.monotonic()
         self.limit_end = min(self.mark + run.req["load_limit_s"], run.deadline)
@@ -321,7 +320,7 @@ def _run_process(run: _Run, ports: Ports, start: int) -> int:
             pass
     finally:
         why = _end_process(ports, proc.pid)
-        run.recycle |= proc.reader.bad | (not _empty(run.job["workdir"]))
+        run.recycle |= proc.reader.bad | (not _empty(run.root))
     if not proc.ended:
         return run.n
     if proc.phase == LOAD:
@@ -334,9 +333,10 @@ def _run_process(run: _Run, ports: Ports, start: int) -> int:
     return proc.cur + 1
 
 
-def supervise(req: dict, setup: dict, ports: Ports) -> dict:
-    """Run one candidate's tests in as many processes as needed; the raw response."""
-    run = _Run(req, setup)
+def supervise(line: bytes, root: str, ports: Ports) -> dict:
+    """Run one candidate's tests (request `line`) in as many processes as needed; the raw
+    response."""
+    run = _Run(line, root)
     start = 0
     while start < run.n:
         if time.monotonic() >= run.deadline:
@@ -349,12 +349,12 @@ def supervise(req: dict, setup: dict, ports: Ports) -> dict:
 def main() -> None:
     """Serve: the set-up line, then one response line per request line, until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the judge stops us by closing stdin
-    setup = json.loads(sys.stdin.readline())
-    ports = start_zygote()
-    out = sys.stdout
+    stdin, out = sys.stdin.buffer, sys.stdout
+    setup = json.loads(stdin.readline())
+    ports = start_zygote(setup)
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "root": setup["root"]}) + "\n")
     out.flush()
-    for line in sys.stdin:
-        out.write(json.dumps(supervise(json.loads(line), setup, ports),
+    for line in stdin:
+        out.write(json.dumps(supervise(line.rstrip(b"\n"), setup["root"], ports),
                              separators=(",", ":")) + "\n")
         out.flush()

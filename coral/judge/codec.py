@@ -56,14 +56,17 @@ def _float(v: float) -> Any:
     return {"f": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
 
 
-def encode(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = None) -> Any:
-    """Convert `value` to tagged JSON-able data; raise `Unserialisable` if it cannot be."""
-    budget = _Budget()
+class _Encoder:
+    """One `encode` call: its budget and the optional graph-node lookup."""
 
-    def enc(v: Any, depth: int) -> Any:
+    def __init__(self, node_index: Optional[Callable[[Any], Optional[int]]]) -> None:
+        self.budget, self.node_index = _Budget(), node_index
+
+    def enc(self, v: Any, depth: int) -> Any:
+        """Exact builtin types here; anything else through `_other`."""
         if depth > MAX_DEPTH:
             raise Unserialisable("result nested too deeply")
-        budget.take()
+        self.budget.take()
         t = type(v)
         if v is None or t is bool:
             return v
@@ -74,44 +77,52 @@ def encode(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = No
         if t is float:
             return _float(v)
         if t is str:
-            budget.take(0, len(v))
+            self.budget.take(0, len(v))
             return v
         if t is list:
-            return [enc(x, depth + 1) for x in v]
+            return [self.enc(x, depth + 1) for x in v]
         if t is tuple:
-            return {"t": [enc(x, depth + 1) for x in v]}
+            return {"t": [self.enc(x, depth + 1) for x in v]}
         if t is set or t is frozenset:
-            return {"s": [enc(x, depth + 1) for x in v]}
+            return {"s": [self.enc(x, depth + 1) for x in v]}
         if t is dict:
-            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
-        if node_index is not None:
-            idx = node_index(v)
+            return {"d": [[self.enc(k, depth + 1), self.enc(x, depth + 1)]
+                          for k, x in v.items()]}
+        return self._other(v, depth)
+
+    def _other(self, v: Any, depth: int) -> Any:
+        """Graph nodes, subclasses of builtins (read through the base class, so their own
+        overrides cannot change what is reported) and iterators (consumed)."""
+        if self.node_index is not None:
+            idx = self.node_index(v)
             if idx is not None:
                 return {"n": idx}
-        # Subclasses of builtins: read them through the base class so their own
-        # overrides cannot change what is reported.
         for base, conv in ((bool, bool.__bool__), (int, int.__index__), (float, float.__float__),
                            (str, str.__str__)):
             if isinstance(v, base):
-                return enc(conv(v), depth)
+                return self.enc(conv(v), depth)
         if isinstance(v, list):
-            return [enc(x, depth + 1) for x in list.__iter__(v)]
+            return [self.enc(x, depth + 1) for x in list.__iter__(v)]
         if isinstance(v, tuple):
-            return {"t": [enc(x, depth + 1) for x in tuple.__iter__(v)]}
+            return {"t": [self.enc(x, depth + 1) for x in tuple.__iter__(v)]}
         if isinstance(v, dict):  # defaultdict, OrderedDict, Counter ...
-            return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in dict.items(v)]}
+            return {"d": [[self.enc(k, depth + 1), self.enc(x, depth + 1)]
+                          for k, x in dict.items(v)]}
         if isinstance(v, (set, frozenset)):
             items = set.__iter__(v) if isinstance(v, set) else frozenset.__iter__(v)
-            return {"s": [enc(x, depth + 1) for x in items]}
+            return {"s": [self.enc(x, depth + 1) for x in items]}
         if isinstance(v, (range, collections.abc.Iterator)):
             out = []
             for x in v:
-                budget.take()
+                self.budget.take()
                 out.append(x)
-            return enc(out, depth)
-        raise Unserialisable(f"result of type {t.__name__} is not a plain value")
+            return self.enc(out, depth)
+        raise Unserialisable(f"result of type {type(v).__name__} is not a plain value")
 
-    return enc(value, 0)
+
+def encode(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = None) -> Any:
+    """Convert `value` to tagged JSON-able data; raise `Unserialisable` if it cannot be."""
+    return _Encoder(node_index).enc(value, 0)
 
 
 def dumps(value: Any, node_index: Optional[Callable[[Any], Optional[int]]] = None) -> str:

@@ -5,7 +5,8 @@ to it: every read has a deadline (on expiry the server is killed), a response is
 `MAX_FRAME_BYTES`, must carry the id of its request, and must match the response schema
 exactly (`valid_response`); anything else makes the judge kill the server and start another.
 A server's work dir goes with it: a tmpfs inside its mount namespace under the kernel
-boundary, a host temp dir (removed by `kill`/`close`) under the guard.
+boundary, host temp dirs (work dir, copies of its code; removed by `kill`/`close`) under the
+guard.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from typing import Optional
 
-from coral.judge.boundary import SANDBOX_TMP, Isolation, server_argv
+from coral.judge.boundary import SANDBOX_TMP, Isolation, server_argv, stage_child_files
 from coral.judge.child import MAX_RESPONSE_CHARS
 
 MAX_FRAME_BYTES = MAX_RESPONSE_CHARS + (1 << 20)
@@ -63,10 +64,15 @@ class ForkServer:
     def __init__(self, isolation: Isolation, work_dir_mb: int) -> None:
         kernel = isolation.kind == "kernel"
         self.root = SANDBOX_TMP if kernel else tempfile.mkdtemp(prefix="coral-sandbox-")
-        self._host_root = None if kernel else self.root
+        self._host_dirs = [] if kernel else [self.root]
+        lib = ""
+        if not kernel:
+            lib = stage_child_files(tempfile.mkdtemp(prefix="coral-sandbox-lib-"))
+            self._host_dirs.append(lib)
         self._buf = b""
         self.proc = subprocess.Popen(
-            server_argv(isolation, work_dir_mb), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            server_argv(isolation, work_dir_mb, lib), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd="/",
             start_new_session=True)
         setup = {"root": self.root, "seccomp": isolation.seccomp.hex()}
@@ -144,5 +150,5 @@ class ForkServer:
                 stream.close()
             except OSError:
                 pass
-        if self._host_root:
-            shutil.rmtree(self._host_root, ignore_errors=True)
+        for path in self._host_dirs:
+            shutil.rmtree(path, ignore_errors=True)

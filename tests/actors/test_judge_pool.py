@@ -77,3 +77,33 @@ def test_killed_worker_loses_no_candidate(pool):
     for cand, outcome in got:
         ok = outcome.status is CandidateStatus.OK and outcome.passed == outcome.total
         assert ok == (int(cand.genome_id[1:]) % 2 == 0), outcome
+
+
+def test_a_stalled_actor_is_killed_not_waited_for(ray_local, quixbugs_dir):
+    """An actor that returns nothing within `stall_timeout_s` is killed (Ray restarts it) and
+    its candidate resubmitted; one that stalls three times is an error, not a hang."""
+    import time
+
+    import ray
+    from actors.judge_pool import JudgePool
+
+    cfg = cfgmod.from_dict({
+        "dataset": {"quixbugs": str(quixbugs_dir), "problems": ["gcd"]},
+        "sandbox": {"time_floor_s": 1.0, "candidate_timeout_s": 3.0},
+        "ray": {"max_restarts": 10, "max_task_retries": 10,
+                "judge_pool": {"size": 1, "num_cpus": 0.5}}})
+    pool = JudgePool(cfg)
+    try:
+        loop = Candidate("stall", "gcd", "def gcd(a, b):\n    while True:\n        pass\n")
+        pid_before = ray.get(pool.actors[0].pid.remote())
+        pool.stall_timeout_s = 0.5  # far below its ~3 s of judging
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="stalled 3 times"):
+            list(pool.judge_iter([loop]))
+        assert time.monotonic() - t0 < 60
+        assert ray.get(pool.actors[0].pid.remote()) != pid_before  # killed and restarted
+        pool.stall_timeout_s = 60.0
+        ref = Candidate("ref", "gcd", pool.problems[0].reference_source)
+        assert list(pool.judge_iter([ref]))[0][1].passed == 6  # and judges again
+    finally:
+        pool.close()

@@ -10,6 +10,7 @@ stops them is the kernel boundary: namespaces, the read-only filesystem view, se
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,8 @@ def _classic(S: str, D: str, Q: str) -> dict[str, str]:
         "os_exit_in_call": "import os\n" + BODY + "    os._exit(0)\n",
         "kill_parent": "import os, signal\n" + BODY
                        + "    os.kill(os.getppid(), signal.SIGKILL)\n    return 1\n",
-        "read_test_data": BODY + f"    import json\n    rows = [json.loads(l) for l in open('{Q}')]\n"
+        "read_test_data": BODY + "    import json\n"
+                          f"    rows = [json.loads(l) for l in open('{Q}')]\n"
                           "    return {tuple(r[0]): r[1] for r in rows}[(a, b)]\n",
         "patch_codec": "import sys\nc = sys.modules['coral.judge.codec']\n"
                        "c.dumps = lambda v, *a: '{\"s\": [[1]]}'\n" + BODY + "    return 1\n",
@@ -239,3 +241,55 @@ def test_host_unharmed(verdicts, host):
     while processes_in(namespaces) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_in(namespaces) == []
+
+
+# Scans its own process's memory (pages that a pipe write can copy) for a needle it builds at
+# run time, not counting its own copies of the needle.
+SCAN = NEUTER + '''import ctypes
+libc = sys.modules['coral.judge.candidate']._LIBC
+libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+libc.memmem.restype = libc.sbrk.restype = ctypes.c_void_p
+libc.memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+def count(parts):
+    needle = ''.join(parts).encode()
+    buf = ctypes.create_string_buffer(needle, len(needle))
+    mine = {ctypes.addressof(buf), id(needle) + 32}  # data of the buffer and the bytes object
+    r, w = os.pipe()
+    found, seen = 0, set()
+    for top in (libc.sbrk(0), id(object()), id(count)):
+        for page in range((top & ~0xfff) - (24 << 20), (top & ~0xfff) + (24 << 20), 4096):
+            if page <= 0 or page in seen or libc.write(w, page, 4096) != 4096:
+                continue
+            seen.add(page)
+            os.read(r, 4096)
+            at = page
+            while True:
+                hit = libc.memmem(at, page + 4096 - at, ctypes.addressof(buf), len(needle))
+                if not hit:
+                    break
+                found += hit not in mine
+                at = hit + 1
+    return found
+def gcd(a, b):
+    # YYQXOWN-B: this comment exists only in the source text (the request)
+    return [count(['ZZQX', 'MARK', 'ER-A']), count(['YYQX', 'OWN-B'])]
+'''
+
+
+def test_a_candidate_cannot_see_earlier_candidates_in_its_memory(quixbugs_dir):
+    """Candidate processes fork from a zygote that never read a request: an earlier
+    candidate's source is nowhere in a later one's memory, while the later one's own source
+    text is found by the same scan (so the scan reaches where request data lives)."""
+    cfg = replace(CFG, time_floor_s=10.0, candidate_timeout_s=30.0)
+    with Judge(select(load_problems(quixbugs_dir), ["gcd"]), cfg) as judge:
+        _scan_after_earlier(judge)
+
+
+def _scan_after_earlier(judge: Judge) -> None:
+    earlier = BODY + "    note = 'ZZQXMARKER-A' * 40\n    while b:\n        a, b = b, a % b\n" \
+                     "    return a\n"
+    for _ in range(3):
+        assert judge.judge(Candidate("earlier", "gcd", earlier)).passed == 6
+    scan = judge.judge(Candidate("scanner", "gcd", SCAN))
+    assert scan.tests[0].detail.startswith("got [0, "), scan.tests[0].detail
+    assert scan.tests[0].detail != "got [0, 0]"
