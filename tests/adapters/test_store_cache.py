@@ -192,16 +192,8 @@ def test_ray_cache_actor_restart_rebuilds_index(ray_cache):
     base_model, version = pool.identity()
     key = GENES.key(base_model, version)
     ray.get(cache.get.remote(key, GENES))
-    ray.kill(cache, no_restart=False)     # max_restarts=3: Ray restarts it
-    deadline = time.time() + 60
-    while True:
-        try:
-            found = ray.get(cache.lookup.remote(key), timeout=30)
-            break
-        except ray.exceptions.RayActorError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
+    _restart(ray, cache)
+    found = ray.get(cache.lookup.remote(key), timeout=30)
     assert found is not None and found.key == key
     assert ray.get(cache.stats.remote())["trainings"] == 0   # a fresh actor, nothing retrained
 
@@ -260,11 +252,11 @@ def test_ray_adapters_travel_through_the_object_store(ray_cache, tmp_path):
 
     # the cache dies: the object it owned is lost; the restarted cache puts it again
     [obj] = ray.get(cache.bundle.remote(key))       # a reference, not yet fetched here
-    ray.kill(cache, no_restart=False)
+    _restart(ray, cache)
     # A large object dies with its owner (ObjectLostError for whoever fetches it then); Ray
     # may inline a small one into the reply. Either way the fetcher reports it and the
     # restarted cache puts the persisted copy again.
-    [again] = _retry(lambda: ray.get(cache.reload.remote(key, obj.hex()), timeout=30))
+    [again] = ray.get(cache.reload.remote(key, obj.hex()), timeout=60)
     assert isinstance(ray.get(again), AdapterBundle) and ray.get(again).checksum == ref.checksum
     assert ray.get(again).verify() and ray.get(cache.stats.remote())["restored"] == 1
 
@@ -281,15 +273,24 @@ def test_ray_adapters_travel_through_the_object_store(ray_cache, tmp_path):
     ray.kill(fetcher)
 
 
-def _retry(call, seconds: float = 60.0):
-    """`call()` until a restarting actor answers."""
-    import ray
+def _pid(ray, actor) -> int:
+    """Process id of an actor (any actor: Ray's __ray_call__ runs a function in it)."""
+    import os
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
 
+
+def _restart(ray, actor, seconds: float = 90.0) -> None:
+    """Kill `actor` with restart and wait until a new process answers (a kill takes effect
+    asynchronously: a call right after it may still reach the old process)."""
+    old = _pid(ray, actor)
+    ray.kill(actor, no_restart=False)
     deadline = time.time() + seconds
     while True:
         try:
-            return call()
+            if _pid(ray, actor) != old:
+                return
         except ray.exceptions.RayActorError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
+            pass
+        if time.time() > deadline:
+            raise TimeoutError("the actor was not restarted")
+        time.sleep(0.5)
