@@ -43,7 +43,12 @@ from typing import Optional, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+<<<<<<< HEAD
 from coral.adapters.bundle import AdapterCorrupt
+=======
+from actors import metrics
+
+>>>>>>> main
 from coral.adapters.cache import HIT, JOINED, TRAINED, CacheIndex
 from coral.adapters.store import DirectoryStore, store_from_config
 from coral.config import Config
@@ -116,15 +121,18 @@ class CacheActor:
         ref = self.index.lookup(key)
         if ref is not None:
             self.index.count("hits")
+            metrics.cache_lookup("hit")
             return ref, HIT
         future = self.inflight.get(key)
         if future is not None:
             self.index.count("joins")
+            metrics.cache_lookup("join")
             # shield: a cancelled joiner must not cancel the training others wait for
             return await asyncio.shield(future), JOINED
         future = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         self.index.count("misses")
+        metrics.cache_lookup("miss")
         try:
             ref = await self._train(key, genes)
         except BaseException as exc:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import ray
 
+from actors import metrics
 from actors.pool import LeastLoaded
 from coral.config import Config
 from coral.model.backend import create_backend
@@ -50,7 +51,10 @@ class GenerationWorker:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Texts for `requests`, same order."""
-        return self.backend.generate(list(requests))
+        with metrics.busy("generation"):
+            results = self.backend.generate(list(requests))
+        metrics.samples_generated(len(results))
+        return results
 
     def stats(self) -> dict:
         """Load counters and resident adapters of this worker's backend (and what it fetched)."""

@@ -33,6 +33,7 @@ from typing import Iterator, Optional, Sequence, Union
 import ray
 from ray.exceptions import RayActorError
 
+from actors import metrics
 from actors.pool import actor_options
 from coral.config import Config, SandboxConfig
 from coral.messages import Candidate, Verdict
@@ -85,13 +86,20 @@ class JudgeWorker:
 
     def judge_one(self, candidate: Candidate, shared: Optional[Shared] = None) -> Verdict:
         """Judge one candidate in the sandbox."""
-        return self._judge(shared).judge(candidate)
+        with metrics.busy("judge"):
+            verdict = self._judge(shared).judge(candidate)
+        metrics.candidates_judged(verdict.status.value)
+        return verdict
 
     def judge_batch(self, candidates: Sequence[Candidate],
                     shared: Optional[Shared] = None) -> list[Verdict]:
         """Judge candidates in order."""
         judge = self._judge(shared)
-        return [judge.judge(c) for c in candidates]
+        with metrics.busy("judge"):
+            verdicts = [judge.judge(c) for c in candidates]
+        for v in verdicts:
+            metrics.candidates_judged(v.status.value)
+        return verdicts
 
 
 def _calibrate(problems: Sequence[Problem], sandbox: SandboxConfig,

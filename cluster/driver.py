@@ -10,22 +10,48 @@ returns the run directory. `coral run` and Ray jobs (cluster/jobs.py) both come 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from coral import config as cfgmod
 
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def open_pools(cfg: cfgmod.Config, problems, in_process: bool = False) -> Iterator:
+    """The pools of a config, closed (and a Ray this call started shut down) on exit.
+
+    `in_process` runs the pools' plain classes in this process instead of Ray actors (same
+    results, no parallelism). `coral compare` holds one set across all its runs.
+    """
+    if in_process:
+        from coral.run.pools import in_process_pools
+        pools, started = in_process_pools(cfg, problems), False
+    else:
+        from cluster.local import connect
+        from cluster.ray_pools import RayPools
+        started = connect(cfg.ray)
+        pools = RayPools(cfg, problems)
+    try:
+        yield pools
+    finally:
+        pools.close()
+        if started:
+            from cluster.local import disconnect
+            disconnect(started)
+
+
 def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None,
-        in_process: bool = False, report: bool = True, pools=None) -> Path:
+        in_process: bool = False, report: bool = True, pools=None, progress=None) -> Path:
     """Run (or resume) a whole search; return the run directory.
 
     `in_process` runs the pools' plain classes in this process instead of Ray actors (same
-    results, no parallelism); `pools` injects ready-made pools (tests).
+    results, no parallelism); `pools` injects ready-made pools (tests); `progress` is the
+    console's (coral.run.console), else one is made per `quiet`.
     """
     # Imported here so `--help` and the job-submission contract need no model stack.
     from coral.run.engine import Engine, problems_for
@@ -35,32 +61,23 @@ def run(cfg: cfgmod.Config, resume: bool = True, *, quiet: Optional[bool] = None
     from coral.model.training import data_version
 
     train, held = problems_for(cfg)
-    problems = (*train, *held)
     base_model = resolve(cfg.model).name
     version = data_version(cfg.training)  # part of every adapter key
-    started = False
-    own_pools = pools is None
-    if pools is None:
-        if in_process:
-            from coral.run.pools import in_process_pools
-            pools = in_process_pools(cfg, problems)
-        else:
-            from cluster.local import connect
-            from cluster.ray_pools import RayPools
-            started = connect(cfg.ray)
-            pools = RayPools(cfg, problems)
-    rundir = RunDir(run_path(cfg))
-    progress = Progress(enabled=None if quiet is None else not quiet)
-    heartbeat = rundir.heartbeat()   # `coral status` tells running from interrupted by it
-    try:
+    rundir = RunDir(run_path(cfg)).create()
+    from coral.adapters.gc import register_run
+    from coral.adapters.store import store_from_config
+    register_run(store_from_config(cfg).root, rundir.path)  # its adapters are safe from gc
+    if progress is None:
+        progress = Progress(enabled=None if quiet is None else not quiet)
+    with contextlib.ExitStack() as stack:
+        if pools is None:
+            pools = stack.enter_context(open_pools(cfg, (*train, *held), in_process))
+            if not in_process:
+                from cluster.observe import endpoints
+                rundir.write_json("ray.json", endpoints())   # for `coral status`
+        # `coral status` tells running from interrupted by it; `with` stops it on any exit.
+        stack.enter_context(rundir.heartbeat())
         Engine(cfg, pools, rundir, train, held, base_model, version, progress).run(resume)
-    finally:
-        heartbeat.stop()
-        if own_pools:
-            pools.close()
-        if started:
-            from cluster.local import disconnect
-            disconnect(started)
     if report:
         from coral.run.report import write_report
         write_report(rundir.path)
@@ -88,17 +105,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process)
 
 
-def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool) -> int:
-    """Run and print where the results are; exit status 2 when resume is refused."""
+def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool,
+           verbose: bool = False) -> int:
+    """Run with a clean console (coral.run.console) and print the final answer; exit status 2
+    when resume is refused."""
+    from coral.run.answer import final_answer
+    from coral.run.console import LOG_FILE, console
     from coral.run.engine import ResumeRefused
+    from coral.run.rundir import run_path
 
-    try:
-        path = run(cfg, resume=resume, quiet=True if quiet else None, in_process=in_process)
-    except ResumeRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    where = run_path(cfg)
+    with console(where, quiet=quiet, verbose=verbose,
+                 generations=cfg.search.generations) as progress:
+        progress.write(f"coral run {cfg.run.name}: {cfg.search.generations} generation(s) of "
+                       f"{cfg.search.population_size} genomes; details in {where / LOG_FILE}")
+        try:
+            path = run(cfg, resume=resume, in_process=in_process, progress=progress)
+        except ResumeRefused as exc:
+            path, refused = None, exc
+    if path is None:  # printed here: inside console() stderr goes to run.log
+        print(f"error: {refused}", file=sys.stderr)
         return 2
-    print(f"run directory: {path}")
-    print(f"report:        {path / 'report.md'}")
+    print(final_answer(path), flush=True)
     return 0
 
 

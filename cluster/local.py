@@ -35,6 +35,9 @@ def connect(ray_cfg: RayConfig) -> bool:
         log.info("using the Ray already initialised in this process")
         return False
     runtime_env = {"env_vars": worker_env()}
+    # Ray's own notices and the workers' output go to run.log, not the console.
+    from cluster.observe import route_driver_logs, route_worker_output
+    route_driver_logs()
     if ray_cfg.address is None:
         # A private Ray: its processes are marked and killed once this process is gone,
         # however it ends (cluster/reaper.py).
@@ -46,6 +49,7 @@ def connect(ray_cfg: RayConfig) -> bool:
     else:
         ray.init(address=ray_cfg.address, runtime_env=runtime_env)
         log.info("joined Ray at %s: %s", ray_cfg.address, ray.cluster_resources())
+    route_worker_output()
     return True
 
 

@@ -51,9 +51,11 @@ class RayPools:
         from actors.cache_actor import make_cache
         from actors.generation_pool import GenerationPool
         from actors.judge_pool import JudgePool
+        from actors.metrics import QueueDepth
         from actors.training_pool import TrainingPool
 
         self.cfg = cfg
+        self.queues = QueueDepth()
         check_resources(cfg)
         # Unique names: several runs (or tests) may share one cluster and namespace.
         prefix = f"coral-{uuid.uuid4().hex[:8]}"
@@ -70,21 +72,23 @@ class RayPools:
 
     def submit_adapter(self, key: str, genes: HeavyGenes) -> Any:
         """ObjectRef of an AdapterReady for `key`."""
-        return self.cache.get_ready.remote(key, genes)
+        return self.queues.sent(self.cache.get_ready.remote(key, genes), "training")
 
     def submit_generate(self, requests: Sequence[GenerationRequest]) -> Any:
         """ObjectRef of the generation results of a batch."""
-        return self.generation_pool.submit(list(requests))
+        return self.queues.sent(self.generation_pool.submit(list(requests)), "generation")
 
     def submit_judge(self, candidates: Sequence[Candidate]) -> Any:
         """ObjectRef of the outcomes of a batch (one test actor)."""
-        return self.judge_pool.submit_batch(list(candidates))
+        return self.queues.sent(self.judge_pool.submit_batch(list(candidates)), "judge")
 
     def wait(self, handles: Sequence[Any], num_returns: int = 1,
              timeout: Optional[float] = None) -> tuple[list, list]:
         """`ray.wait` over the handles."""
-        return ray.wait(list(handles), num_returns=min(num_returns, len(handles)),
-                        timeout=timeout)
+        ready, pending = ray.wait(list(handles), num_returns=min(num_returns, len(handles)),
+                                  timeout=timeout)
+        self.queues.update(pending)   # queue depth per pool for the Ray dashboard
+        return ready, pending
 
     def get(self, handle: Any) -> Any:
         """`ray.get` of one finished handle."""

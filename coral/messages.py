@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
-from typing import Optional
+from typing import Optional, Sequence
 
+from coral.objectives import NAMES
 from coral.search.knobs import CheapKnobs
 
 
@@ -26,6 +27,7 @@ class CandidateStatus(str, Enum):
     MISSING_FUNCTION = "MISSING_FUNCTION"  # parsed, but the function is absent or misnamed
     CRASH = "CRASH"                        # import/definition crashed or the worker died
     TIMEOUT = "TIMEOUT"                    # the whole candidate ran past its wall limit
+    UNCHANGED = "UNCHANGED"                # the buggy function itself (AST-equal): not run
 
 
 @dataclass(frozen=True)
@@ -77,22 +79,32 @@ class Verdict:
         return self.status is CandidateStatus.OK and 0 < self.passed == self.total
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Objective values in [0, 1] (higher is better) for one genome or candidate."""
+def _scores_vector(self, names: Sequence[str] = NAMES) -> tuple[float, ...]:
+    """The values of `names` (default: every objective, table order)."""
+    return tuple(getattr(self, k) for k in names)
 
-    bugfix: float
-    style: float
-    security: float
-    runtime: float
-    syntax: float
-    fixed: float = 0.0  # fraction of problems fixed (all tests passed); 0/1 for one candidate
 
-    OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
+def _scores_to_dict(self) -> dict[str, float]:
+    """Plain form: objective name -> value."""
+    return {k: getattr(self, k) for k in NAMES}
 
-    def vector(self) -> tuple[float, ...]:
-        """The objectives in canonical order, for Pareto selection."""
-        return tuple(getattr(self, k) for k in self.OBJECTIVES)
+
+def _scores_from_dict(cls, doc: dict) -> "Scores":
+    """Inverse of `to_dict`; a missing or unknown objective is an error."""
+    if set(doc) != set(NAMES):
+        raise ValueError(f"scores need exactly the objectives {list(NAMES)}, got {sorted(doc)}")
+    return cls(**{k: float(doc[k]) for k in NAMES})
+
+
+# One float field per row of coral.objectives.TABLE (in its order), all defaulting to 0: the
+# field list is built from the table so it is never kept in step by hand.
+Scores = make_dataclass(
+    "Scores", [(name, float, field(default=0.0)) for name in NAMES], frozen=True,
+    namespace={"__doc__": "Objective values in [0, 1] (higher is better) of one candidate or "
+                          "genome; fields = coral.objectives.NAMES.",
+               "vector": _scores_vector, "to_dict": _scores_to_dict,
+               "from_dict": classmethod(_scores_from_dict)})
+Scores.__module__ = __name__  # pickled by name across Ray: coral.messages.Scores
 
 
 @dataclass(frozen=True)

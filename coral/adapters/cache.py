@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from coral.search.genome import HeavyGenes
 from coral.messages import AdapterRef
+from coral.adapters.gc import record_use
 from coral.adapters.store import AdapterStore
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,12 @@ class CacheIndex:
             ref = self.store.ref(key)   # written by another process since the rebuild
         if ref is None:
             return None
+        if not self.store.exists(key):  # pruned (`coral cache gc`, storage.max_gb): a miss
+            self.index.pop(key, None)
+            return None
         if self.store.verify(key):
             self.index[key] = ref
+            record_use(self.store.local_path(key))
             return ref
         self.index.pop(key, None)
         self.counts["corrupt"] += 1
@@ -85,6 +90,7 @@ class CacheIndex:
     def add(self, ref: AdapterRef) -> None:
         """Index a freshly trained adapter."""
         self.index[ref.key] = ref
+        record_use(self.store.local_path(ref.key))
 
     def count(self, name: str) -> None:
         """Increment one counter."""

@@ -58,16 +58,17 @@ class AdapterStore(Protocol):
 class DirectoryStore:
     """An `AdapterStore` on a directory tree (local disk, shared FS, Modal volume)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, max_gb: Optional[float] = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_gb = max_gb   # storage.max_gb: pruned after each write (coral.adapters.gc)
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self.root)!r})"
 
     def __reduce__(self):
-        # Picklable by root only, so it can be handed to Ray actors.
-        return (DirectoryStore, (str(self.root),))
+        # Picklable by root and size limit only, so it can be handed to Ray actors.
+        return (DirectoryStore, (str(self.root), self.max_gb))
 
     @staticmethod
     def _check_key(key: str) -> str:
@@ -123,6 +124,7 @@ class DirectoryStore:
             self._install(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+<<<<<<< HEAD
         return self.ref(bundle.key)
 
     def read_bundle(self, key: str) -> AdapterBundle:
@@ -130,6 +132,12 @@ class DirectoryStore:
         folder = self.local_path(key)
         files = {name: (folder / name).read_bytes() for name in WEIGHT_FILES}
         return AdapterBundle(key, files, self.meta(key))
+=======
+        if self.max_gb is not None:
+            from coral.adapters.gc import collect  # LRU first; never what a live run uses
+            collect(self.root, max_gb=self.max_gb, keep={key})
+        return self.ref(key)
+>>>>>>> main
 
     def _install(self, tmp: Path, target: Path) -> None:
         """Rename `tmp` to `target`; a valid existing adapter wins, a broken one is replaced."""
@@ -164,4 +172,4 @@ def default_root(cfg: Config) -> Path:
 
 def store_from_config(cfg: Config, root: Optional[str] = None) -> DirectoryStore:
     """The adapter store a run uses (`root` overrides the configured location)."""
-    return DirectoryStore(root or default_root(cfg))
+    return DirectoryStore(root or default_root(cfg), max_gb=cfg.storage.max_gb)

@@ -23,7 +23,9 @@ COMMAND_MODULES = (
     "coral.cli.model_cmd",
     "coral.cli.run_cmd",
     "coral.cli.status_cmd",
+    "coral.cli.cache_cmd",
     "coral.cli.report_cmd",
+    "coral.cli.compare_cmd",
     "coral.cli.jobs_cmd",
     "coral.cli.modal_cmd",
 )

@@ -1,7 +1,8 @@
 """`coral judge`: judge every reference fix and buggy program, or one candidate file.
 
 ``coral judge --quixbugs PATH --json`` checks the judge itself on the benchmark: every
-reference fix must pass and every buggy program must fail. ``coral judge FILE.py --problem
+reference fix must pass and every buggy program must fail (buggy programs are run once by the
+calibration, which counts their passes; judged again they are UNCHANGED and not run). ``coral judge FILE.py --problem
 NAME`` judges one candidate and prints a per-test table (``--json``: one JSON line last).
 """
 
@@ -72,13 +73,16 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
     seconds = time.perf_counter() - t0
     ref_pass = buggy_fail = 0
     for cand, out in zip(cands, outcomes):
+        passed, total = out.passed, out.total
         if cand.genome_id == "reference":
             ref_pass += out.fixed
-        else:
-            buggy_fail += not out.fixed
+        else:  # handed back as is it is UNCHANGED and not run: calibration ran it
+            p = judge.problem(cand.problem)
+            passed, total = p.buggy_passed, len(p.tests)
+            buggy_fail += passed < total
         if not args.json:
             print(f"{cand.genome_id:9s} {cand.problem:28s} {out.status.value:16s} "
-                  f"{out.passed:3d}/{out.total:<3d} {out.seconds:7.3f}s")
+                  f"{passed:3d}/{total:<3d} {out.seconds:7.3f}s")
     summary = {"programs": len(problems), "reference_pass": ref_pass, "buggy_fail": buggy_fail,
                "seconds": round(seconds, 3),
                "candidates_per_second": round(len(cands) / seconds, 2) if seconds else 0.0}
@@ -113,11 +117,10 @@ def _one(args: argparse.Namespace, judge) -> int:
         print(f"{'test':>4}  {'status':8}  {'seconds':>8}  detail")
         for t in outcome.tests:
             print(f"{t.index:>4}  {t.status.value:8}  {t.seconds:8.4f}  {t.detail[:80]}")
-        print("scores: " + ", ".join(f"{k}={getattr(scores, k):.2f}"
-                                     for k in scores.OBJECTIVES + ("fixed",)))
+        print("scores: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.to_dict().items()))
     else:
         print(json.dumps({"problem": problem.name, "status": outcome.status.value,
                           "passed": outcome.passed, "total": outcome.total, "fixed": fixed,
-                          "scores": {k: getattr(scores, k)
-                                     for k in scores.OBJECTIVES + ("fixed",)}}))
+                          "buggy_passed": judge.problem(problem.name).buggy_passed,
+                          "scores": scores.to_dict()}))
     return 0

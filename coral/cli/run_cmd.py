@@ -18,15 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start over, discarding the run directory's previous results")
     p.add_argument("--in-process", action="store_true",
                    help="run the pools in this process instead of Ray actors (debugging)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars, generation lines or heartbeats; only warnings and "
+                        "the final answer")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Load the config, run through cluster.driver, print where the results are."""
+    """Load the config, run through cluster.driver (clean console, log in the run directory's
+    run.log), print the final answer."""
     from coral import config as cfgmod
 
     cfg = cfgmod.load(args.config, args.overrides)
     from cluster.driver import launch  # Ray is imported only by commands that use it
 
-    return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process)
+    return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process,
+                  verbose=getattr(args, "verbose", False))

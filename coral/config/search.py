@@ -44,49 +44,123 @@ class CAConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """An optional survival threshold on one objective, rising over generations."""
+    """A survival threshold on one objective, rising over the generations.
 
-    enabled: bool = setting(False, doc="apply the gate")
-    objective: Literal["bugfix", "style", "security", "runtime", "syntax"] = setting(
-        "bugfix", doc="objective the threshold applies to")
+    A genome passes when its value is above the threshold (0: any nonzero value). Genomes
+    failing a gate are dropped from selection, but the population never shrinks: when too few
+    pass, the best of the others (by the gated objectives, in gate order) fill it.
+    """
+
+    objective: str = setting("fixed", doc="objective the threshold applies to "
+                             "(a name of coral/objectives.py)")
     schedule: Literal["sigmoid", "linear", "sqrt"] = setting(
         "linear", doc="how the threshold rises from start to end over the generations")
-    start: float = setting(0.0, ge=0.0, le=1.0, doc="threshold in the first generation")
-    end: float = setting(0.5, ge=0.0, le=1.0, doc="threshold in the last generation")
+    start: float = setting(0.0, ge=0.0, lt=1.0, doc="threshold in the first generation")
+    end: float = setting(0.0, ge=0.0, lt=1.0, doc="threshold in the last generation")
 
     def check(self) -> None:
-        """start <= end."""
+        """A known objective; start <= end."""
+        from coral.objectives import objective
+
+        try:
+            objective(self.objective)
+        except ValueError as exc:
+            raise ConfigValueError("objective", str(exc)) from None
         if self.start > self.end:
             raise ConfigValueError("start", f"must be <= end ({self.end:g}), got {self.start:g}")
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Strategy, size and variation rates of the evolutionary search."""
+class BudgetConfig:
+    """What a run may spend; it stops cleanly at the first generation boundary past any limit.
 
-    strategy: Literal["nsga2", "random"] = setting(
-        "nsga2", doc="search strategy: nsga2 (Pareto selection) or random (the baseline)")
+    0 means no limit. Two strategies given the same budget spend the same samples (plus or
+    minus one generation's worth when the limit is not a multiple of it).
+    """
+
+    samples: int = setting(0, ge=0, doc="answers generated and judged for the search "
+                                        "(genomes x train problems x samples each); 0: no limit")
+    max_hours: float = setting(0.0, ge=0.0, doc="driver wall-clock hours, summed over resumes; "
+                                                "0: no limit")
+    gpu_hours: float = setting(0.0, ge=0.0, doc="wall hours x GPUs the pools reserve "
+                                                "(ray.*_pool size x num_gpus); 0: no limit")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Strategy, size, objectives, sampling and variation rates of the evolutionary search."""
+
+    strategy: str = setting(
+        "nsga2", doc="search strategy registered in coral/search/strategies: nsga2 (Pareto "
+        "selection) or random (the baseline); a new strategy is one file + its registration")
     population_size: int = setting(8, ge=2, doc="genomes per generation")
-    generations: int = setting(3, ge=1, doc="generations to run (resume can extend a run)")
+    generations: int = setting(3, ge=1, doc="generations to run (resume can extend a run); "
+                                            "with a budget, the most generations it may take")
+    budget: BudgetConfig = setting(BudgetConfig(), doc="limits on what the run spends")
     crossover_rate: float = setting(0.9, ge=0.0, le=1.0,
                                     doc="probability that a child mixes two parents")
     mutation_rate: float = setting(0.2, ge=0.0, le=1.0,
                                    doc="per-gene probability of a mutation")
+    objectives: tuple[str, ...] = setting(
+        ("fixed", "bugfix", "syntax"), nonempty=True,
+        doc="objectives NSGA-II maximises (names of coral/objectives.py); the others are "
+        "reported only. style, security and runtime barely vary between genomes: as "
+        "objectives they fill the first front with noise")
+    gates: tuple[GateConfig, ...] = setting(
+        (GateConfig(),), doc="survival thresholds, each {objective, schedule, start, end}; "
+        "the default (fixed above 0) makes any genome that fixes a problem beat any that "
+        "fixes none")
+    samples_per_problem: int = setting(
+        2, ge=1, doc="answers sampled per (genome, problem): n of pass@k. Sample i of a "
+        "problem uses the same seed for every genome (common random numbers); cost grows "
+        "linearly")
+    pass_at_k: int = setting(1, ge=1, doc="k of pass@k (<= samples_per_problem): the "
+                             "`fixed` objective is the chance that one of k answers fixes it")
+    reevaluate_top: int = setting(
+        3, ge=1, doc="survivors re-evaluated at the end on fresh sample seeds never used for "
+        "selection; the best of them is the final pick (best.json, held-out check)")
     genes: GeneChoices = setting(GeneChoices(), doc="values of the heavy genes")
     ca: CAConfig = setting(CAConfig(), doc="the cellular automaton behind the cheap knobs")
-    gate: GateConfig = setting(GateConfig(), doc="optional rising threshold on one objective")
+
+    def check(self) -> None:
+        """A registered strategy, known objectives, k <= n."""
+        from coral.objectives import check_names
+        from coral.search.strategies import strategy_names
+
+        names = strategy_names()
+        if self.strategy not in names:
+            raise ConfigValueError("strategy", f"must be one of "
+                                   f"{', '.join(map(repr, names))}, got {self.strategy!r}")
+        try:
+            check_names(self.objectives, "objectives")
+        except ValueError as exc:
+            raise ConfigValueError("objectives", str(exc)) from None
+        if self.pass_at_k > self.samples_per_problem:
+            raise ConfigValueError("pass_at_k", f"must be <= samples_per_problem "
+                                   f"({self.samples_per_problem}), got {self.pass_at_k}")
 
 
 @dataclass(frozen=True)
 class KnobRanges:
-    """The range each sampling knob is mapped into (transformers' generation names)."""
+    """The cheap knobs: how they are encoded and the range each is mapped into
+    (transformers' generation names)."""
 
+    encoding: Literal["ca", "direct"] = setting(
+        "ca", doc="ca: knobs read from the genome's cellular automaton (the design); direct: "
+        "knobs are real-valued genes (the plain encoding, to measure the CA against)")
     temperature: Range = setting(Range(0.2, 1.2), doc="softmax temperature range")
     top_p: Range = setting(Range(0.7, 1.0), doc="nucleus sampling mass range, within (0, 1]")
     top_k: Range = setting(Range(5, 100), doc="top-k cut-off range (tokens)")
-    repetition_penalty: Range = setting(Range(1.0, 1.3),
-                                        doc="repetition penalty range (1 = none)")
-    max_new_tokens: Range = setting(Range(96, 256), doc="generated-token budget range")
+    repetition_penalty: Range = setting(
+        Range(1.0, 1.3), doc="repetition penalty range (1 = none); it counts generated "
+        "tokens only, never the prompt's")
+    max_new_tokens_factor: Range = setting(
+        Range(1.0, 2.0), doc="token budget relative to the problem: a row may generate "
+        "factor x (tokens of the buggy function) + max_new_tokens; a low of 1 fits every "
+        "QuixBugs reference fix with the default margin")
+    max_new_tokens: int = setting(
+        32, ge=1, doc="fixed part of the token budget (code fence, end token, small growth "
+        "of the fix); answers stop early at their closing fence")
 
     def check(self) -> None:
         """Ranges that transformers would reject."""
@@ -95,8 +169,9 @@ class KnobRanges:
                 "top_p", f"must lie in (0, 1], got [{self.top_p.low:g}, {self.top_p.high:g}]")
         if self.temperature.low <= 0:
             raise ConfigValueError("temperature", f"low must be > 0, got {self.temperature.low:g}")
-        for name in ("top_k", "max_new_tokens"):
-            if getattr(self, name).low < 1:
-                raise ConfigValueError(name, "low must be >= 1")
+        if self.top_k.low < 1:
+            raise ConfigValueError("top_k", "low must be >= 1")
+        if self.max_new_tokens_factor.low < 0:
+            raise ConfigValueError("max_new_tokens_factor", "low must be >= 0")
         if self.repetition_penalty.low <= 0:
             raise ConfigValueError("repetition_penalty", "low must be > 0")

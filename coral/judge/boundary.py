@@ -2,7 +2,7 @@
 
 `kernel`: the fork server runs under bubblewrap (one `bwrap` per server) in new user, PID,
 mount, IPC, UTS, network and cgroup namespaces, as uid/gid 65534 with no capabilities and
-no_new_privs, and sees only: /usr (system libraries) and the Python installation, read-only;
+no_new_privs, exiting when the judge closes its stdin, and sees only: /usr (system libraries) and the Python installation, read-only;
 the six files of the coral package the server imports (read-only, under /sandbox/lib); a
 minimal read-only /dev; a size-limited tmpfs /tmp. No dataset, no project checkout, no host
 /tmp, no /proc, no /etc. Each candidate process it forks also loads the seccomp filter of
@@ -36,6 +36,9 @@ ENV_OVERRIDE = "CORAL_SANDBOX_ISOLATION"
 SANDBOX_LIB = "/sandbox/lib"
 SANDBOX_TMP = "/tmp"
 SANDBOX_UID = 65534
+# No --die-with-parent: its death signal fires when the *thread* that started bwrap ends
+# (judge_many's worker threads). The server exits instead when its stdin closes, even in the
+# middle of a candidate (coral.judge.child watches it), and its PID namespace goes with it.
 # What the fork server imports: nothing else of the project is visible inside.
 CHILD_FILES = ("coral/__init__.py", "coral/judge/__init__.py", "coral/judge/child.py",
                "coral/judge/candidate.py", "coral/judge/codec.py", "coral/judge/guard.py")
@@ -83,7 +86,7 @@ def bwrap_argv(work_dir_mb: int) -> list[str]:
             "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
             "--unshare-uts", "--unshare-cgroup-try", "--disable-userns",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL",
-            "--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox",
+            "--new-session", "--clearenv", "--hostname", "sandbox",
             *_system_binds()]
     for path in dict.fromkeys((prefix, os.path.dirname(exe))):
         if not path.startswith("/usr/"):

@@ -70,6 +70,9 @@ class _Reader:
 
     def __init__(self, fd: int) -> None:
         self.fd, self.buf, self.total, self.eof = fd, b"", 0, False
+        # The judge sends nothing while a request runs: its end of stdin becoming readable
+        # means it closed (it died): stop at once, taking every candidate process along.
+        self.judge_fd = sys.stdin.fileno()
         self.bad = False  # a malformed frame was seen: the supervisor recycles the server
 
     def next(self, deadline: float) -> tuple[str, dict]:
@@ -78,7 +81,10 @@ class _Reader:
             if self.eof:
                 return EOF, {}
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            ready = select.select([self.fd, self.judge_fd], [], [], max(left, 0))[0]
+            if self.judge_fd in ready:
+                raise ServerBroken("the judge closed the request pipe")
+            if not ready:
                 return TIMEOUT, {}
             chunk = os.read(self.fd, 1 << 16)
             self.total += len(chunk)
@@ -142,15 +148,23 @@ def start_zygote(setup: dict) -> Ports:
 
 
 def _zygote(ctl: int, pids: int, job: int, results: int, setup: dict) -> None:
-    """Fork one candidate process per byte on `ctl`; report its pid, then its exit status."""
+    """Per "f" on `ctl` fork one candidate process and report its pid; on the "k" that
+    follows, kill it and its session, reap it and report its exit status. Only the zygote,
+    its parent, kills it, and before reaping it: the pid cannot have been reused."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the supervisor
-    while os.read(ctl, 1):
+    while os.read(ctl, 1) == b"f":
         pid = os.fork()
         if pid == 0:
             os.close(ctl)
             os.close(pids)
             run_candidate(job, results, setup)
         os.write(pids, _PID_MSG.pack(0, pid))
+        os.read(ctl, 1)  # "k" (or the supervisor is gone: kill it all the same)
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         _, status = os.waitpid(pid, 0)
         os.write(pids, _PID_MSG.pack(1, status))
 
@@ -183,13 +197,9 @@ def _write_job(ports: Ports, line: bytes, start: int) -> None:
             continue
 
 
-def _end_process(ports: Ports, pid: int) -> str:
-    """Kill the process and its session, let the zygote reap it, drain its pipe; describe."""
-    for kill in (os.kill, os.killpg):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+def _end_process(ports: Ports) -> str:
+    """Have the zygote kill and reap the process, drain its pipe; describe how it ended."""
+    os.write(ports.ctl, b"k")
     status = _from_zygote(ports, 1)
     while True:  # nothing it wrote may reach the next process's reader
         try:
@@ -319,7 +329,7 @@ def _run_process(run: _Run, ports: Ports, start: int) -> int:
         while _step(run, proc, *proc.reader.next(proc.limit_end), time.monotonic()):
             pass
     finally:
-        why = _end_process(ports, proc.pid)
+        why = _end_process(ports)
         run.recycle |= proc.reader.bad | (not _empty(run.root))
     if not proc.ended:
         return run.n

@@ -1,7 +1,12 @@
-"""The five objectives of one judged candidate, their per-genome mean, and a display score.
+"""Fitness: each objective of `coral.objectives.TABLE` measured on one judged sample, and
+reduced per genome (n samples per problem: mean or pass@k, then the mean over problems).
 
-Every objective lies in [0, 1], higher is better:
-- bugfix: fraction of the problem's tests passed.
+The measures (one per table row, registered with `@measure(name)`):
+- fixed: 1 when the candidate ran and passed every test (`Verdict.fixed`); per problem the
+  pass@k of the n samples (`pass_at_k`, Chen et al. 2021).
+- bugfix: improvement over the buggy program, (passed - buggy_passed) / (total - buggy_passed)
+  clipped at 0, where buggy_passed is measured once per problem by `Judge.calibrate` (an
+  uncalibrated problem counts from 0). Timed-out candidates keep the tests they passed.
 - syntax: 1 if the code parses and defines the problem's function with the reference
   parameter names; 0.5 if it parses but the function is missing or its parameters differ;
   0 if it does not parse.
@@ -15,7 +20,8 @@ Every objective lies in [0, 1], higher is better:
 - runtime: reference seconds / candidate seconds summed over the passing tests (each time
   floored at 5 ms, below which fork/pipe noise dominates), capped at 1 and quantised down to
   0.05; 0 when nothing passes.
-`fixed` is 1 when every test passed (for an aggregate: the fraction of problems fixed).
+Degenerate answers score 0 on every objective (`score`): UNCHANGED (the buggy function handed
+back), MISSING_FUNCTION and empty code (no function extracted: empty or prose answers).
 """
 
 from __future__ import annotations
@@ -23,14 +29,15 @@ from __future__ import annotations
 import ast
 import io
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pycodestyle
 from pyflakes import api as flakes_api
 from pyflakes import reporter as flakes_reporter
 
-from coral.messages import Candidate, CandidateStatus, Scores, Verdict, CaseStatus
 from coral.judge.quixbugs import PARSE_ERRORS, Problem, signature
+from coral.messages import Candidate, CandidateStatus, CaseStatus, Scores, Verdict
+from coral.objectives import BY_NAME, NAMES, PRIMARY
 
 RUNTIME_STEP = 0.05
 RUNTIME_FLOOR_S = 0.005  # per-test times below this are fork/pipe noise, not the algorithm
@@ -141,29 +148,120 @@ def runtime_score(outcome: Verdict, problem: Problem) -> float:
     return math.floor(ratio / RUNTIME_STEP + 1e-9) * RUNTIME_STEP
 
 
+# ------------------------------------------------------------------ measures (one per objective)
+Measure = Callable[[Verdict, Candidate, Problem], float]
+MEASURES: dict[str, Measure] = {}
+# Statuses that mean "nothing to score": every objective is 0 for them.
+DEGENERATE = frozenset({CandidateStatus.UNCHANGED, CandidateStatus.MISSING_FUNCTION})
+
+
+def measure(name: str) -> Callable[[Measure], Measure]:
+    """Register the per-sample measure of objective `name` (which must be in the table)."""
+    if name not in BY_NAME:
+        raise ValueError(f"no objective {name!r} in coral.objectives.TABLE")
+
+    def register(fn: Measure) -> Measure:
+        MEASURES[name] = fn
+        return fn
+    return register
+
+
+def _passed(outcome: Verdict) -> int:
+    """Tests passed, counting only candidates that ran (a timed-out one keeps its passes)."""
+    ran = outcome.status in (CandidateStatus.OK, CandidateStatus.TIMEOUT)
+    return outcome.passed if ran else 0
+
+
+@measure("fixed")
+def _measure_fixed(outcome: Verdict, candidate: Candidate, problem: Problem) -> float:
+    return 1.0 if outcome.fixed else 0.0
+
+
+@measure("bugfix")
+def _measure_bugfix(outcome: Verdict, candidate: Candidate, problem: Problem) -> float:
+    return improvement(_passed(outcome), len(problem.tests), problem.buggy_passed or 0,
+                       outcome.fixed)
+
+
+@measure("syntax")
+def _measure_syntax(outcome: Verdict, candidate: Candidate, problem: Problem) -> float:
+    return syntax_score(candidate.code, problem)
+
+
+@measure("runtime")
+def _measure_runtime(outcome: Verdict, candidate: Candidate, problem: Problem) -> float:
+    return runtime_score(outcome, problem) if _passed(outcome) else 0.0
+
+
+@measure("style")
+def _measure_style(outcome: Verdict, candidate: Candidate, problem: Problem) -> float:
+    return style_score(candidate.code)
+
+
+@measure("security")
+def _measure_security(outcome: Verdict, candidate: Candidate, problem: Problem) -> float:
+    return security_score(candidate.code)
+
+
+_UNMEASURED = set(NAMES) - set(MEASURES)
+if _UNMEASURED:  # the table and the measures must not drift apart
+    raise ImportError(f"objectives without a measure in coral.judge.fitness: {_UNMEASURED}")
+
+
+def improvement(passed: int, total: int, buggy_passed: int, fixed: bool) -> float:
+    """Share of the tests the buggy program fails that now pass (0 when none more pass)."""
+    if total <= buggy_passed:  # nothing left to gain: only a full fix counts
+        return 1.0 if fixed else 0.0
+    return max(0.0, (passed - buggy_passed) / (total - buggy_passed))
+
+
 def score(outcome: Verdict, candidate: Candidate, problem: Problem) -> Scores:
-    """All objectives of one judged candidate."""
-    total = len(problem.tests)
-    passed = outcome.passed if outcome.status in (CandidateStatus.OK,
-                                                  CandidateStatus.TIMEOUT) else 0
-    fixed = outcome.status is CandidateStatus.OK and total > 0 and passed == total
-    return Scores(bugfix=passed / total if total else 0.0,
-                  style=style_score(candidate.code),
-                  security=security_score(candidate.code),
-                  runtime=runtime_score(outcome, problem) if passed else 0.0,
-                  syntax=syntax_score(candidate.code, problem),
-                  fixed=1.0 if fixed else 0.0)
+    """Every objective of one judged sample; 0 everywhere for a degenerate answer."""
+    if outcome.status in DEGENERATE or not candidate.code.strip():
+        return Scores()
+    return Scores(**{name: MEASURES[name](outcome, candidate, problem) for name in NAMES})
 
 
-def aggregate(scores: Sequence[Scores]) -> Scores:
-    """Mean of each objective over problems; `fixed` becomes the fraction fixed."""
-    if not scores:
-        return Scores(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    n = len(scores)
-    return Scores(*(sum(getattr(s, k) for s in scores) / n
-                    for k in Scores.OBJECTIVES + ("fixed",)))
+# ------------------------------------------------------------------ reduction per genome
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, eq. 1).
+
+    1 - C(n-c, k) / C(n, k): the chance that at least one of k samples drawn without
+    replacement from the n is correct, computed as a stable product.
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def reduce_problem(samples: Sequence[Scores], k: int) -> Scores:
+    """One problem's value of each objective from its n samples (mean, or pass@k)."""
+    n = len(samples)
+    if n == 0:
+        return Scores()
+    out = {}
+    for name in NAMES:
+        values = [getattr(s, name) for s in samples]
+        if BY_NAME[name].reduce == "pass@k":
+            out[name] = pass_at_k(n, sum(1 for v in values if v >= 1.0), min(k, n))
+        else:
+            out[name] = sum(values) / n
+    return Scores(**out)
+
+
+def aggregate(per_problem: Sequence[Sequence[Scores]], k: int = 1) -> Scores:
+    """A genome's scores: each problem reduced over its samples, then the mean over problems."""
+    if not per_problem:
+        return Scores()
+    reduced = [reduce_problem(samples, k) for samples in per_problem]
+    return Scores(**{name: sum(getattr(r, name) for r in reduced) / len(reduced)
+                     for name in NAMES})
 
 
 def display_score(scores: Scores) -> float:
-    """One number for humans: `fixed` dominates; the mean objective only breaks ties."""
-    return scores.fixed + DISPLAY_TIE_WEIGHT * (sum(scores.vector()) / len(Scores.OBJECTIVES))
+    """One number for humans: the primary objective (problems fixed) dominates; the mean of
+    the others only breaks ties."""
+    others = [getattr(scores, k) for k in NAMES if k != PRIMARY]
+    return getattr(scores, PRIMARY) + DISPLAY_TIE_WEIGHT * (sum(others) / len(others))

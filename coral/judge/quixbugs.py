@@ -66,6 +66,7 @@ class Problem:
     reference_source: str
     tests: tuple[Case, ...]
     reference_seconds: tuple[float, ...] = ()  # per test, filled by `Judge.calibrate`
+    buggy_passed: Optional[int] = None         # tests the buggy program passes, ditto
 
 
 def resolve_path(path: Optional[str | os.PathLike] = None) -> Path:

@@ -29,6 +29,7 @@ from coral.config import SandboxConfig
 from coral.messages import Candidate, CandidateStatus, Verdict, CaseResult, CaseStatus
 from coral.judge.quixbugs import PARSE_ERRORS, Problem, outputs_match
 from coral.judge.server import ForkServer, SandboxError
+from coral.judge.unchanged import is_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ class Judge:
             raise ValueError(f"unknown QuixBugs problem {name!r}") from None
 
     def calibrate(self, names: Optional[Iterable[str]] = None) -> tuple[Problem, ...]:
-        """Measure the reference fix's per-test seconds (once per problem); calibrated problems."""
+        """Measure the reference fix's per-test seconds and the buggy program's pass count
+        (once per problem); calibrated problems."""
         for name in (names if names is not None else list(self._problems)):
             self._calibrated(name)
         return self.problems
@@ -135,13 +137,13 @@ class Judge:
     def _calibrated(self, name: str) -> Problem:
         """The problem with reference timings, measuring them on first use."""
         problem = self.problem(name)
-        if problem.reference_seconds:
+        if problem.reference_seconds and problem.buggy_passed is not None:
             return problem
         with self._lock:
             lock = self._calibrating.setdefault(name, threading.Lock())
         with lock:
             problem = self._problems[name]
-            if problem.reference_seconds:
+            if problem.reference_seconds and problem.buggy_passed is not None:
                 return problem
             limits = [self.sandbox.candidate_timeout_s] * len(problem.tests)
             ref = Candidate("reference", name, problem.reference_source)
@@ -151,8 +153,14 @@ class Judge:
                             outcome.total)
             seconds = tuple(max(t.seconds, 1e-6) for t in outcome.tests)
             problem = replace(problem, reference_seconds=seconds)
+            problem = replace(problem, buggy_passed=self._buggy_passed(problem))
             self._problems[name] = problem
             return problem
+
+    def _buggy_passed(self, problem: Problem) -> int:
+        """Tests the buggy program passes under the usual limits: the baseline of `bugfix`."""
+        buggy = Candidate("buggy", problem.name, problem.buggy_source)
+        return self._run(buggy, problem, self.limits(problem)).passed
 
     def limits(self, problem: Problem) -> list[float]:
         """Per-test wall limits: max(time_floor_s, time_factor x reference seconds)."""
@@ -161,8 +169,14 @@ class Judge:
 
     # ------------------------------------------------------------------ judging
     def judge_untrusted(self, candidate: Candidate) -> Verdict:
-        """DANGER (isolated): run `candidate` against its problem's tests in a fresh process."""
+        """DANGER (isolated): run `candidate` against its problem's tests in a fresh process.
+
+        The buggy function handed back (AST-equal, coral.judge.unchanged) is not run: UNCHANGED.
+        """
         problem = self._calibrated(candidate.problem)
+        if is_unchanged(candidate.code, problem.buggy_source, problem.function):
+            return Verdict(candidate.genome_id, problem.name, CandidateStatus.UNCHANGED,
+                           detail="the buggy function, unchanged")
         return self._run(candidate, problem, self.limits(problem))
 
     judge = judge_untrusted

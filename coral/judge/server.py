@@ -127,11 +127,12 @@ class ForkServer:
 
     def kill(self) -> None:
         """Kill the server's whole session (bwrap and everything inside) and reap it."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.kill()
+        if self.proc.poll() is None:  # once reaped, its pid may belong to someone else
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.kill()
         self.proc.wait()
         self._cleanup()
 

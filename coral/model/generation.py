@@ -35,7 +35,8 @@ from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.loading import load_base
 from coral.model.prompts import truncate_prompt, build_prompt
-from coral.model.sampling import RowLayout, row_processors
+from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processors,
+                                  token_budget)
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +277,10 @@ class Generator:
         start = time.perf_counter()
         model, extra, ctx = self._adapter_context(batch, active_key)
         ids, mask, layout = self._encode(batch)
-        limits = [max(1, int(r.knobs.max_new_tokens)) for r in batch]
+        limits = [token_budget(r.knobs, self._tokens(r.buggy_source)) for r in batch]
         processors = row_processors([r.knobs for r in batch], [r.seed for r in batch], layout,
-                                    self.eos_ids[0], self.gen.greedy)
+                                    self.eos_ids[0], self.gen.greedy, limits,
+                                    stop=AnswerEnd(self.tokenizer))
         # A clean config: the model's own defaults (temperature, top_p, ...) must not apply.
         hf_cfg = HFGenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(limits),
                                     eos_token_id=list(self.eos_ids),
@@ -297,6 +299,10 @@ class Generator:
                 meta={"batch_size": len(batch), "batch_seconds": seconds,
                       "adapter": None if req.adapter is None else req.adapter.key}))
         return results
+
+    def _tokens(self, source: str) -> int:
+        """Token count of a program's code (the unit of the token budget)."""
+        return len(self.tokenizer(code_only(source), add_special_tokens=False)["input_ids"])
 
     def _cut(self, tokens: list[int], limit: int) -> list[int]:
         """A row's own tokens: up to its limit, ending at (and including) the first eos."""

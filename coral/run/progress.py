@@ -1,39 +1,108 @@
-"""Progress bars per stage (adapters ready / fixes generated / candidates judged) with ETA.
+"""What `coral run` shows while it works: stage bars, one line per generation, a heartbeat.
 
-tqdm writes to stderr; bars are off when stderr is not a terminal or with ``--quiet``, so
-logs and CI output stay clean. Totals grow as work is discovered (each generation adds its
-genomes), which tqdm's ETA handles by rate x remaining.
+On a terminal: one tqdm bar per stage (adapters ready / fixes generated / candidates judged,
+totals growing as each generation adds its genomes) and, above the bars, one line per
+finished generation. Without a terminal (``| tee``, a job log) the bars would be invisible, so
+the same generation lines are printed plus a heartbeat line when nothing was printed for
+`heartbeat_s` seconds (the engine calls `tick` at least every few seconds while it waits).
+Everything goes to one stream (stdout by default); `write` prints a line without tearing the
+bars, and the console log handler (coral.run.console) prints CORAL's warnings through it.
+
+The clock is read only for what is displayed, never for a decision of the search.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Optional
+import time
+from typing import Callable, Optional, TextIO
 
 STAGES = ("adapters", "generated", "judged")
 _UNITS = {"adapters": "adapter", "generated": "fix", "judged": "cand"}
+HEARTBEAT_S = 30.0
+
+
+def _rate(value: Optional[float]) -> str:
+    """A fraction as a percentage, '-' when unknown."""
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _names(names: list, limit: int = 4) -> str:
+    """A short list of problem names: the first `limit`, then '+N'."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" +{len(names) - limit}" if len(names) > limit else "")
+
+
+def _fixed(s: dict) -> str:
+    """'fixed 2 (gcd, sieve)' from the best genome's fixed problems."""
+    names = list(s.get("best_fixed") or [])
+    return f"fixed {len(names)}" + (f" ({_names(names)})" if names else "")
+
+
+def _pass_at_k(s: dict) -> Optional[str]:
+    """'best pass@k 0.375' when the summary carries pass@k (issue 10's scores), else None."""
+    scores = s.get("best_scores") or {}
+    for key in ("best_pass_at_k", "pass_at_k"):
+        if s.get(key) is not None:
+            return f"best pass@{s.get('k', 'k')} {s[key]:.3f}"
+    if "pass_at_k" in scores:
+        return f"best pass@{s.get('k', 'k')} {scores['pass_at_k']:.3f}"
+    return None
+
+
+# The fields of a generation line, in order; each returns its text or None (left out).
+# A new figure in the engine's generation summary is one entry here.
+LINE_FIELDS: tuple[Callable[[dict], Optional[str]], ...] = (
+    _pass_at_k,
+    lambda s: f"best fitness {s['best_display']:.3f}" if "best_display" in s else None,
+    _fixed,
+    lambda s: f"cache hits {_rate(s.get('cache_hit_rate'))}",
+    lambda s: f"samples {s['samples']}" if s.get("samples") is not None else None,
+    lambda s: f"{s['seconds']:.0f} s" if "seconds" in s else None,
+)
+
+
+def generation_line(summary: dict, generations: Optional[int] = None) -> str:
+    """One line for a finished generation (the engine's `generation_summary`)."""
+    of = f"/{generations}" if generations else ""
+    head = f"generation {summary['generation'] + 1}{of}:"
+    return "  ".join([head, *(t for t in (f(summary) for f in LINE_FIELDS) if t)])
 
 
 class Progress:
-    """One tqdm bar per stage; a no-op when disabled."""
+    """Bars on a terminal, lines and heartbeats elsewhere; nothing at all when disabled."""
 
-    def __init__(self, enabled: Optional[bool] = None, desc_prefix: str = "") -> None:
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.enabled = bool(enabled)
+    def __init__(self, enabled: Optional[bool] = None, desc_prefix: str = "", *,
+                 out: Optional[TextIO] = None, bars: Optional[bool] = None,
+                 generations: Optional[int] = None, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.out = out or sys.stdout
+        tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.enabled = True if enabled is None else bool(enabled)
+        self.bars = self.enabled and (tty if bars is None else bool(bars))
+        self.generations = generations
+        self.heartbeat_s = heartbeat_s
         self.counts = {s: 0 for s in STAGES}
         self.totals = {s: 0 for s in STAGES}
+        self.samples = 0                      # candidates generated since this driver started
+        self._started = time.monotonic()
+        self._last_line = self._started
+        self._desc_prefix = desc_prefix
         self._bars = {}
-        if self.enabled:
-            from tqdm import tqdm
-            for pos, stage in enumerate(STAGES):
-                self._bars[stage] = tqdm(total=0, desc=f"{desc_prefix}{stage:>9}",
-                                         unit=_UNITS[stage], position=pos, leave=True,
-                                         file=sys.stderr, dynamic_ncols=True)
+
+    def _open_bars(self) -> None:
+        """Draw the bars when the first work is known (not before the start-up lines)."""
+        from tqdm import tqdm
+        for pos, stage in enumerate(STAGES):
+            self._bars[stage] = tqdm(total=self.totals[stage], initial=self.counts[stage],
+                                     desc=f"{self._desc_prefix}{stage:>9}", unit=_UNITS[stage],
+                                     position=pos, leave=True, file=self.out,
+                                     dynamic_ncols=True)
 
     def add(self, stage: str, n: int) -> None:
         """More work of a stage became known."""
         self.totals[stage] += n
+        if self.bars and not self._bars:
+            self._open_bars()
         bar = self._bars.get(stage)
         if bar is not None:
             bar.total = self.totals[stage]
@@ -42,12 +111,49 @@ class Progress:
     def advance(self, stage: str, n: int = 1) -> None:
         """n units of a stage finished."""
         self.counts[stage] += n
+        if stage == "generated":
+            self.samples += n
         bar = self._bars.get(stage)
         if bar is not None:
             bar.update(n)
 
+    def write(self, line: str) -> None:
+        """Print one line (above the bars on a terminal); a no-op when disabled."""
+        if not self.enabled:
+            return
+        if self._bars:
+            from tqdm import tqdm
+            tqdm.write(line, file=self.out)
+        else:
+            print(line, file=self.out, flush=True)
+        self._last_line = time.monotonic()
+
+    def generation_done(self, summary: dict) -> None:
+        """The line of a finished generation."""
+        self.write(generation_line(dict(summary, samples=summary.get("samples", self.samples)),
+                                   self.generations))
+
+    def tick(self, generation: int, phase: str = "search") -> None:
+        """Heartbeat without bars when nothing was printed for `heartbeat_s` seconds."""
+        now = time.monotonic()
+        if not self.enabled or self.bars or now - self._last_line < self.heartbeat_s:
+            return
+        where = ("held-out check" if phase != "search" else
+                 f"generation {generation + 1}" + (f"/{self.generations}"
+                                                   if self.generations else ""))
+        stages = ", ".join(f"{s} {self.counts[s]}/{self.totals[s]}" for s in STAGES)
+        self.write(f"[{_clock(now - self._started)}] {where}: {stages}")
+
     def close(self) -> None:
-        """Close the bars (leaves the final state on screen)."""
+        """Close the bars (leaves the final state on screen); no more bars after this."""
         for bar in self._bars.values():
             bar.close()
         self._bars = {}
+        self.bars = False
+
+
+def _clock(seconds: float) -> str:
+    """Elapsed time as 1h02m03s / 2m03s / 45s."""
+    s = int(seconds)
+    h, m = s // 3600, s % 3600 // 60
+    return (f"{h}h{m:02d}m{s % 60:02d}s" if h else f"{m}m{s % 60:02d}s" if m else f"{s}s")

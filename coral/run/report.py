@@ -1,4 +1,5 @@
-"""What a run directory says: a summary (for `coral status`), PNG plots and report.md.
+"""What a run directory says: a summary (for `coral status`) and report.md (with the PNG plots
+of coral.run.plots).
 
 Everything is read back from the files the engine writes (events.jsonl, checkpoint.json,
 pareto.json, best.json, heldout.json, live.json), so it works on a running, a killed and a
@@ -16,75 +17,130 @@ from pathlib import Path
 from typing import Any, Optional
 
 from coral.config import ConfigError
+from coral.objectives import NAMES, PRIMARY
+from coral.run.plots import plot_cache, plot_fitness, plot_pareto
 from coral.run.rundir import (CONFIG_FILE, LIVE_FILE, REPORT_FILE, RunDir, driver_seen,
                              read_json)
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
+OBJECTIVES = NAMES     # report columns: every objective of coral/objectives.py, table order
 
 
 def run_summary(path: str | Path) -> dict:
-    """Progress, best scores, cache use, per-stage throughput and failures of a run."""
+    """Progress, best scores (pass@k), samples (UNCHANGED, tokens), cache use, per-stage
+    throughput and failures of a run."""
     rd = RunDir(path)
     events = rd.events()
     ck = rd.load_checkpoint() or {}
     live = read_json(rd.path / LIVE_FILE)
-    starts = [i for i, e in enumerate(events) if e["event"] == "run_started"]
     ended = bool(events) and events[-1]["event"] == "run_ended"
-    # Wall time of the driver processes (a resumed run's downtime is not counted).
-    wall = sum(_segment_wall(events, s, e) for s, e in zip(starts, starts[1:] + [len(events)]))
-    adapters = [e for e in events if e["event"] == "adapter_ready"]
-    outcomes = Counter(e["outcome"] for e in adapters)
-    judged = [e for e in events if e["event"] == "candidate_judged"]
-    generated = [e for e in events if e["event"] == "genome_generated"]
-    trained_keys = Counter(e["key"] for e in adapters if e["outcome"] == "trained")
-    history = ck.get("history", [])
-    best = max(history, key=lambda h: h["best_display"]) if history else None
-    try:
-        config = rd.load_config()
-        pools = {"adapter": config.ray.training_pool.size,
-                 "generate": config.ray.generation_pool.size,
-                 "judge": config.ray.judge_pool.size}
-        generations = config.search.generations
-    except (ConfigError, OSError):  # a summary of a half-written run dir still helps
-        pools, generations = {"adapter": 1, "generate": 1, "judge": 1}, None
-    # An adapter's seconds are its wait (queue + training), so overlapping waits are merged.
-    busy = {"adapter": _union_seconds([(e["time"] - e["seconds"], e["time"]) for e in adapters
-                                       if e["outcome"] == "trained"]),
-            "generate": sum(e["seconds"] for e in generated),
-            "judge": sum(e["seconds"] for e in judged)}
     alive, last_seen = driver_seen(live)
     running = not ended and alive
-    if running and starts:  # the driver is still going: count up to now
-        wall += time.time() - events[-1]["time"]
+    wall = _wall_seconds(events, running)
+    pools, generations = _pool_sizes(rd)
+    judged = [e for e in events if e["event"] == "candidate_judged"]
+    history = ck.get("history", [])
     return {
         "run_dir": str(rd.path),
         "state": "finished" if ended else ("running" if running else "interrupted"),
         "last_seen_seconds": None if ended or last_seen is None else round(last_seen, 1),
         "resume": None if ended or running else f"coral run {rd.path / CONFIG_FILE}",
         "generation": ck.get("generation", 0), "generations": generations,
-        "restarts": max(0, len(starts) - 1), "wall_seconds": round(wall, 2),
-        "best": best and {"generation": best["generation"], "genome": best["best_genome"],
-                          "display": best["best_display"], "scores": best["best_scores"],
-                          "fixed": best["best_fixed"]},
-        "cache": {"lookups": len(adapters), "hits": outcomes.get("hit", 0),
-                  "trained": outcomes.get("trained", 0), "joined": outcomes.get("joined", 0),
-                  "hit_rate": (outcomes.get("hit", 0) / len(adapters)) if adapters else None,
-                  "duplicate_trainings": sum(n - 1 for n in trained_keys.values())},
-        "stages": {stage: {"tasks": n, "busy_seconds": round(busy[stage], 2),
-                           "per_second": round(n / wall, 3) if wall else None,
-                           "utilisation": round(busy[stage] / (wall * pools[stage]), 3)
-                           if wall else None}
-                   for stage, n in (("adapter", outcomes.get("trained", 0)),
-                                    ("generate", sum(e["requests"] for e in generated)),
-                                    ("judge", len(judged)))},
+        "restarts": max(0, sum(e["event"] == "run_started" for e in events) - 1),
+        "wall_seconds": round(wall, 2),
+        "best": _best(rd, history),
+        "samples": _samples(judged),
+        "cache": _cache(events),
+        "stages": _stages(events, wall, pools),
         "failures": dict(Counter(e["status"] for e in judged if e["status"] != "OK")),
         "candidates": len(judged),
         "queues": live if running and "queued" in live else None,
-        "history": [{k: h[k] for k in ("generation", "best_display", "median_display",
-                                       "cache_hit_rate", "seconds")} for h in history],
+        "history": [{k: h.get(k) for k in ("generation", "best_display", "median_display",
+                                           "unchanged", "tokens_per_sample", "cache_hit_rate",
+                                           "seconds")} for h in history],
     }
+
+
+def _wall_seconds(events: list[dict], running: bool) -> float:
+    """Wall time of the driver processes (a resumed run's downtime is not counted)."""
+    starts = [i for i, e in enumerate(events) if e["event"] == "run_started"]
+    wall = sum(_segment_wall(events, s, e) for s, e in zip(starts, starts[1:] + [len(events)]))
+    if running and starts:  # the driver is still going: count up to now
+        wall += time.time() - events[-1]["time"]
+    return wall
+
+
+def _pool_sizes(rd: RunDir) -> tuple[dict, Optional[int]]:
+    """Actors per stage and the planned generations, from the run's config."""
+    try:
+        config = rd.load_config()
+    except (ConfigError, OSError):  # a summary of a half-written run dir still helps
+        return {"adapter": 1, "generate": 1, "judge": 1}, None
+    return ({"adapter": config.ray.training_pool.size,
+             "generate": config.ray.generation_pool.size,
+             "judge": config.ray.judge_pool.size}, config.search.generations)
+
+
+def _best(rd: RunDir, history: list[dict]) -> Optional[dict]:
+    """The final pick (best.json, re-evaluated on fresh seeds when the run finished), else
+    the best genome of the generations so far."""
+    best = rd.read_json("best.json")
+    if best:
+        return {"generation": best["generation"], "genome": best["id"],
+                "display": best["display"], "scores": best.get("scores", {}),
+                "fixed": best["fixed"], "final_scores": best.get("final")}
+    if not history:
+        return None
+    h = max(history, key=lambda h: h["best_display"])
+    return {"generation": h["generation"], "genome": h["best_genome"],
+            "display": h["best_display"], "scores": h["best_scores"], "fixed": h["best_fixed"],
+            "final_scores": None}
+
+
+def _samples(judged: list[dict]) -> dict:
+    """Sample counts per phase: how many, how many UNCHANGED / without a function, tokens."""
+    out = {}
+    for phase in sorted({e.get("phase", "search") for e in judged}):
+        mine = [e for e in judged if e.get("phase", "search") == phase]
+        tokens = [e["tokens"] for e in mine if "tokens" in e]
+        out[phase] = {"samples": len(mine),
+                      "unchanged": sum(e["status"] == "UNCHANGED" for e in mine),
+                      "no_function": sum(e["status"] == "MISSING_FUNCTION" or not e.get("code")
+                                         for e in mine),
+                      "fixed": sum(e.get("scores", {}).get(PRIMARY, 0.0) >= 1.0 for e in mine),
+                      "tokens_per_sample": round(sum(tokens) / len(tokens), 1)
+                      if tokens else None}
+    return out
+
+
+def _cache(events: list[dict]) -> dict:
+    """Adapter lookups by outcome, hit rate and duplicate trainings."""
+    adapters = [e for e in events if e["event"] == "adapter_ready"]
+    outcomes = Counter(e["outcome"] for e in adapters)
+    trained_keys = Counter(e["key"] for e in adapters if e["outcome"] == "trained")
+    return {"lookups": len(adapters), "hits": outcomes.get("hit", 0),
+            "trained": outcomes.get("trained", 0), "joined": outcomes.get("joined", 0),
+            "hit_rate": (outcomes.get("hit", 0) / len(adapters)) if adapters else None,
+            "duplicate_trainings": sum(n - 1 for n in trained_keys.values())}
+
+
+def _stages(events: list[dict], wall: float, pools: dict) -> dict:
+    """Tasks, busy seconds, rate and pool utilisation of each stage."""
+    trained = [e for e in events if e["event"] == "adapter_ready" and e["outcome"] == "trained"]
+    generated = [e for e in events if e["event"] == "genome_generated"]
+    judged = [e for e in events if e["event"] == "candidate_judged"]
+    # An adapter's seconds are its wait (queue + training), so overlapping waits are merged.
+    busy = {"adapter": _union_seconds([(e["time"] - e["seconds"], e["time"]) for e in trained]),
+            "generate": sum(e["seconds"] for e in generated),
+            "judge": sum(e["seconds"] for e in judged)}
+    tasks = {"adapter": len(trained), "generate": sum(e["requests"] for e in generated),
+             "judge": len(judged)}
+    return {stage: {"tasks": n, "busy_seconds": round(busy[stage], 2),
+                    "per_second": round(n / wall, 3) if wall else None,
+                    "utilisation": round(busy[stage] / (wall * pools[stage]), 3)
+                    if wall else None}
+            for stage, n in tasks.items()}
 
 
 def _union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -113,6 +169,29 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _best_lines(b: Optional[dict]) -> list[str]:
+    """The best genome's scores (and fresh-seed scores) and the problems it fixed."""
+    if not b:
+        return []
+    sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in OBJECTIVES if k in b["scores"])
+    lines = [f"best     {b['genome']} (gen {b['generation']}): {sc}"]
+    if b.get("final_scores"):
+        lines.append(f"         on fresh seeds: pass@k {b['final_scores'][PRIMARY]:.3f}, "
+                     f"bugfix {b['final_scores']['bugfix']:.3f}")
+    return lines + [f"fixed    {', '.join(b['fixed']) or '-'}"]
+
+
+def _sample_lines(samples: dict) -> list[str]:
+    """Per phase: answers, fixed, UNCHANGED, without a function, tokens per answer."""
+    lines = []
+    for phase, n in samples.items():
+        tps = "-" if n["tokens_per_sample"] is None else f"{n['tokens_per_sample']:.0f}"
+        lines.append(f"samples  {phase}: {n['samples']} answers, {n['fixed']} fixed, "
+                     f"{n['unchanged']} UNCHANGED, {n['no_function']} without a function, "
+                     f"{tps} tokens per sample")
+    return lines
+
+
 def format_summary(s: dict) -> str:
     """Readable text of `run_summary`."""
     state = s["state"]
@@ -123,11 +202,7 @@ def format_summary(s: dict) -> str:
     lines = [f"run      {s['run_dir']} ({state}, {s['restarts']} restart(s))",
              f"progress generation {s['generation']}/{s['generations']}, "
              f"{s['candidates']} candidates judged, {s['wall_seconds']:.0f} s of driver time"]
-    if s["best"]:
-        b = s["best"]
-        sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in (*OBJECTIVES, "fixed"))
-        lines.append(f"best     {b['genome']} (gen {b['generation']}): {sc}")
-        lines.append(f"fixed    {', '.join(b['fixed']) or '-'}")
+    lines += _best_lines(s["best"]) + _sample_lines(s.get("samples", {}))
     c = s["cache"]
     rate = "-" if c["hit_rate"] is None else f"{c['hit_rate']:.0%}"
     lines.append(f"cache    {c['lookups']} lookups: {c['hits']} hits, {c['trained']} trained, "
@@ -145,109 +220,11 @@ def format_summary(s: dict) -> str:
                      ", ".join(f"{k} {v}" for k, v in q["in_flight"].items()))
     for h in s["history"]:
         rate = "-" if h["cache_hit_rate"] is None else f"{h['cache_hit_rate']:.0%}"
+        extra = "" if h.get("unchanged") is None else (
+            f"  UNCHANGED {h['unchanged']}  tokens/sample {h['tokens_per_sample']}")
         lines.append(f"  gen {h['generation']:>3}: best {h['best_display']:.3f}  median "
-                     f"{h['median_display']:.3f}  cache hits {rate}  {h['seconds']:.0f} s")
+                     f"{h['median_display']:.3f}{extra}  cache hits {rate}  {h['seconds']:.0f} s")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------ plots
-
-def _plt():
-    """matplotlib.pyplot on the Agg backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(plt, fig, out: Path) -> Path:
-    """Lay out, write the PNG and free the figure."""
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def plot_pareto(rd: RunDir, out: Path) -> Optional[Path]:
-    """Bugfix vs each other objective: every evaluated genome, survivors, Pareto front."""
-    ck, pareto = rd.load_checkpoint(), rd.read_json("pareto.json")
-    if not ck or not pareto:
-        return None
-    plt = _plt()
-    everyone = [g["scores"] for g in ck["genomes"].values()]
-    pop = pareto["population"]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 4), sharey=True)
-    for ax, obj in zip(axes, OBJECTIVES[1:]):
-        ax.scatter([s[obj] for s in everyone], [s["bugfix"] for s in everyone], s=18,
-                   c="#bbbbbb", label="all evaluated")
-        ax.scatter([p["scores"][obj] for p in pop], [p["scores"]["bugfix"] for p in pop],
-                   s=30, c="#1f77b4", label="final population")
-        front = [p for p in pop if p["front"]]
-        ax.scatter([p["scores"][obj] for p in front], [p["scores"]["bugfix"] for p in front],
-                   s=60, facecolors="none", edgecolors="#d62728", linewidths=1.5,
-                   label="Pareto front")
-        ax.set_xlabel(obj)
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("bugfix (fraction of tests passed)")
-    axes[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"{rd.path.name}: bugfix vs the other objectives")
-    return _save(plt, fig, out)
-
-
-def plot_fitness(rd: RunDir, out: Path, baseline: Optional[RunDir] = None) -> Optional[Path]:
-    """Best and median display score per generation (and a baseline run's, dashed)."""
-    ck = rd.load_checkpoint()
-    if not ck or not ck["history"]:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    runs = [(rd, "-")] + ([(baseline, "--")] if baseline and baseline.load_checkpoint() else [])
-    for run, style in runs:
-        hist = run.load_checkpoint()["history"]
-        gens = [h["generation"] for h in hist]
-        ax.plot(gens, [h["best_display"] for h in hist], style, marker="o", c="#1f77b4",
-                label=f"{run.path.name} best")
-        ax.plot(gens, [h["median_display"] for h in hist], style, marker=".", c="#ff7f0e",
-                label=f"{run.path.name} median")
-    top = max(h["best_display"] for r, _ in runs for h in r.load_checkpoint()["history"])
-    ax.set_ylim(-0.01, max(0.1, top * 1.15))  # from 0: a flat line near 0 must look flat
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness: fraction of problems fixed\n(+ mean objective / 1000 as tie-break)")
-    ax.set_xticks(sorted({h["generation"] for h in ck["history"]}))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("fitness per generation")
-    return _save(plt, fig, out)
-
-
-def plot_cache(rd: RunDir, out: Path) -> Optional[Path]:
-    """Adapter cache hits / trainings / joins per generation (stacked bars)."""
-    per: dict[int, Counter] = {}
-    for e in rd.events():
-        if e["event"] == "adapter_ready" and e.get("phase") == "search":
-            per.setdefault(e["generation"], Counter())[e["outcome"]] += 1
-    if not per:
-        return None
-    plt = _plt()
-    gens = sorted(per)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bottom = [0] * len(gens)
-    for outcome, color in (("hit", "#2ca02c"), ("joined", "#9467bd"), ("trained", "#d62728")):
-        vals = [per[g].get(outcome, 0) for g in gens]
-        ax.bar(gens, vals, bottom=bottom, color=color, label=outcome)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    for g, total in zip(gens, bottom):
-        rate = per[g].get("hit", 0) / total if total else 0
-        ax.text(g, total, f"{rate:.0%} hits", ha="center", va="bottom", fontsize=9)
-    ax.set_xlabel("generation")
-    ax.set_ylabel("adapter lookups")
-    ax.set_xticks(gens)
-    ax.set_ylim(0, max(bottom) * 1.2 + 0.5)
-    ax.legend(fontsize=8)
-    ax.set_title("adapter cache per generation")
-    return _save(plt, fig, out)
 
 
 # ------------------------------------------------------------------------ markdown
@@ -281,7 +258,7 @@ def _diff(buggy: str, fixed: str, name: str) -> str:
 
 def _fmt_scores(s: dict) -> str:
     """One markdown table row of objectives."""
-    return " | ".join(f"{s[k]:.3f}" for k in (*OBJECTIVES, "fixed"))
+    return " | ".join(f"{s[k]:.3f}" for k in OBJECTIVES)
 
 
 def write_report(path: str | Path, baseline: Optional[str | Path] = None) -> Path:
@@ -298,26 +275,10 @@ def write_report(path: str | Path, baseline: Optional[str | Path] = None) -> Pat
     best = rd.read_json("best.json")
     md = [f"# CORAL run `{rd.path.name}`", "", "```", format_summary(s), "```", ""]
     md += [f"![{p.stem}]({p.name})" for p in pngs] + [""]
-    header = "| | " + " | ".join((*OBJECTIVES, "fixed")) + " |"
-    rule = "|---" * (len(OBJECTIVES) + 2) + "|"
+    header = "| | " + " | ".join(OBJECTIVES) + " |"
+    rule = "|---" * (len(OBJECTIVES) + 1) + "|"
     if best:
-        md += [f"## Best genome `{best['id']}` (generation {best['generation']})", "",
-               f"- heavy genes: `{best['genome']['heavy']}`", f"- knobs: `{best['knobs']}`",
-               f"- adapter key: `{best['key'][:16]}...`", "", header, rule,
-               f"| search | {_fmt_scores(best['scores'])} |"]
-        held = rd.read_json("heldout.json")
-        for g in (held or {}).get("genomes", []):
-            if g["id"] == best["id"]:
-                md.append(f"| held-out | {_fmt_scores(g['scores'])} |")
-        md.append("")
-        sources = _buggy_sources(rd)
-        fixes = _fixes(rd, best["id"], "search")
-        md += [f"### Problems fixed by the best genome ({len(fixes)})", ""]
-        for name, code in sorted(fixes.items()):
-            md += [f"#### {name}", "", "```diff",
-                   _diff(sources.get(name, ""), code, name).rstrip("\n"), "```", ""]
-        if not fixes:
-            md += ["None: no candidate of the best genome passed all tests.", ""]
+        md += _best_section(rd, best, header, rule)
     held = rd.read_json("heldout.json")
     if held:
         md += ["## Held-out problems (never used for selection)", "",
@@ -329,6 +290,33 @@ def write_report(path: str | Path, baseline: Optional[str | Path] = None) -> Pat
     out = rd.path / REPORT_FILE
     out.write_text("\n".join(md) + "\n")
     return out
+
+
+def _best_section(rd: RunDir, best: dict, header: str, rule: str) -> list[str]:
+    """The final pick: genes, knobs, scores on search / fresh / held-out seeds, its fixes."""
+    md = [f"## Best genome `{best['id']}` (generation {best['generation']})", "",
+          f"- heavy genes: `{best['genome']['heavy']}`", f"- knobs: `{best['knobs']}`",
+          f"- adapter key: `{best['key'][:16]}...`",
+          f"- {best.get('samples', 0)} search answers, {best.get('unchanged', 0)} UNCHANGED, "
+          f"{best.get('tokens', 0) / max(1, best.get('samples', 0)):.0f} tokens per answer",
+          f"- `{PRIMARY}` is pass@k per problem (mean over problems); `bugfix` is the "
+          f"improvement over the buggy program", "", header, rule,
+          f"| search | {_fmt_scores(best['scores'])} |"]
+    if best.get("final"):
+        md.append(f"| fresh seeds | {_fmt_scores(best['final'])} |")
+    for g in (rd.read_json("heldout.json") or {}).get("genomes", []):
+        if g["id"] == best["id"]:
+            md.append(f"| held-out | {_fmt_scores(g['scores'])} |")
+    md.append("")
+    sources = _buggy_sources(rd)
+    fixes = _fixes(rd, best["id"], "search")
+    md += [f"### Problems fixed by the best genome ({len(fixes)})", ""]
+    for name, code in sorted(fixes.items()):
+        md += [f"#### {name}", "", "```diff",
+               _diff(sources.get(name, ""), code, name).rstrip("\n"), "```", ""]
+    if not fixes:
+        md += ["None: no candidate of the best genome passed all tests.", ""]
+    return md
 
 
 def _comparison(rd: RunDir, base: RunDir) -> list[str]:

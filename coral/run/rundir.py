@@ -42,10 +42,11 @@ STALE_S = 30.0
 
 # Fields that change what the search does: a checkpoint is only resumed when they agree.
 # Excluded on purpose: where and how fast it runs (ray, storage, device, batch sizes,
-# sandbox limits), the run name, and search.generations (so a finished run can be extended).
+# sandbox limits), the run name, and search.generations and search.budget (they decide only
+# where a run stops, so a finished run can be extended).
 SEARCH_RELEVANT = ("run.seed", "dataset", "search", "knobs", "model.base", "training",
                    "generation.greedy", "generation.max_prompt_tokens")
-_NOT_RELEVANT = ("search.generations",)
+_NOT_RELEVANT = ("search.generations", "search.budget")
 
 
 def run_path(cfg: cfgmod.Config) -> Path:
@@ -102,10 +103,12 @@ def relevant_fields(cfg: cfgmod.Config) -> dict:
     flat: dict = {}
 
     def walk(prefix: str, value: Any) -> None:
+        if prefix in _NOT_RELEVANT:
+            return
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{prefix}.{k}", v)
-        elif prefix not in _NOT_RELEVANT:
+        else:
             flat[prefix] = value
     for key in SEARCH_RELEVANT:
         walk(key, _get(raw, key))

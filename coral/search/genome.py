@@ -1,4 +1,5 @@
-"""Genomes: heavy genes (adapter shape, peft's names) plus a cellular-automaton seed."""
+"""Genomes: heavy genes (adapter shape, peft's names), a cellular-automaton seed and direct
+knob genes (used instead of the CA under `knobs.encoding: direct`)."""
 
 from __future__ import annotations
 
@@ -49,13 +50,21 @@ class CASeed:
     steps: int
 
 
+# The searched sampling knobs, in the order of Genome.knob_genes and of the CA's handles
+# (coral.search.knobs maps them into their configured ranges).
+KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens_factor")
+# Standard deviation of a direct knob gene's mutation (genes live in [0, 1]).
+KNOB_MUTATION_SD = 0.1
+
+
 @dataclass(frozen=True)
 class Genome:
-    """One individual: a deterministic id, heavy genes and a CA seed."""
+    """One individual: a deterministic id, heavy genes, a CA seed and direct knob genes."""
 
     id: str
     heavy: HeavyGenes
     ca: CASeed
+    knob_genes: tuple[float, ...] = (0.5,) * len(KNOBS)
 
 
 # --------------------------------------------------------------------------- operations
@@ -120,9 +129,15 @@ def random_ca(cfg: CAConfig, rng) -> CASeed:
 
 
 def random_genome(search_cfg: SearchConfig, rng, genome_id: str) -> Genome:
-    """A genome drawn uniformly: heavy genes from the choices, a random CA seed."""
-    return Genome(id=genome_id, heavy=random_heavy(search_cfg.genes, rng),
-                  ca=random_ca(search_cfg.ca, rng))
+    """A genome drawn uniformly: heavy genes from the choices, a random CA seed, knob genes.
+
+    Both knob encodings are drawn whichever is configured, so a run with `knobs.encoding:
+    direct` draws the same heavy genes as one with `ca` (a fair comparison).
+    """
+    heavy = random_heavy(search_cfg.genes, rng)
+    ca = random_ca(search_cfg.ca, rng)
+    units = tuple(float(u) for u in rng.random(len(KNOBS)))
+    return Genome(id=genome_id, heavy=heavy, ca=ca, knob_genes=units)
 
 
 def _mutate_heavy(heavy: HeavyGenes, choices: GeneChoices, rate: float, rng) -> HeavyGenes:
@@ -174,15 +189,30 @@ def _mutate_ca(ca: CASeed, cfg: CAConfig, rate: float, rng) -> CASeed:
                   survival=tuple(survival), steps=steps)
 
 
+def _mutate_units(units: Sequence[float], rate: float, rng) -> tuple[float, ...]:
+    """Each knob gene moved by N(0, KNOB_MUTATION_SD) with probability `rate`, reflected
+    back into [0, 1] (reflection keeps the genes uniform, clipping would pile them at 0, 1)."""
+    out = []
+    for u in units:
+        if rng.random() < rate:
+            u = abs(float(u) + float(rng.normal(0.0, KNOB_MUTATION_SD))) % 2.0
+            u = 2.0 - u if u > 1.0 else u
+        out.append(float(u))
+    return tuple(out)
+
+
 def mutate(genome: Genome, search_cfg: SearchConfig, rng, new_id: str) -> Genome:
     """Per-gene mutation with probability search_cfg.mutation_rate; returns a new genome."""
     rate = search_cfg.mutation_rate
     heavy = _mutate_heavy(genome.heavy, search_cfg.genes, rate, rng)
-    return Genome(id=new_id, heavy=heavy, ca=_mutate_ca(genome.ca, search_cfg.ca, rate, rng))
+    ca = _mutate_ca(genome.ca, search_cfg.ca, rate, rng)
+    return Genome(id=new_id, heavy=heavy, ca=ca,
+                  knob_genes=_mutate_units(genome.knob_genes, rate, rng))
 
 
 def crossover(a: Genome, b: Genome, rng, new_id: str) -> Genome:
-    """One child: uniform crossover of heavy genes; CA = b's row band spliced into a's grid.
+    """One child: uniform crossover of heavy genes and knob genes; CA = b's row band spliced
+    into a's grid.
 
     Each rule table and the step count come whole from either parent (uniformly).
     """
@@ -200,7 +230,8 @@ def crossover(a: Genome, b: Genome, rng, new_id: str) -> Genome:
     # validity constrains each table on its own.
     steps = (a.ca if rng.random() < 0.5 else b.ca).steps
     ca = CASeed(width=w, height=h, cells=cells, birth=birth, survival=survival, steps=steps)
-    return Genome(id=new_id, heavy=heavy, ca=ca)
+    units = tuple((a if rng.random() < 0.5 else b).knob_genes[i] for i in range(len(KNOBS)))
+    return Genome(id=new_id, heavy=heavy, ca=ca, knob_genes=units)
 
 
 def make_id(seed: int, generation: int, index: int) -> str:
@@ -216,7 +247,9 @@ def is_valid(genome: Genome, search_cfg: SearchConfig) -> bool:
             and tuple(g.target_modules) in ch.target_modules and g.use_dora in ch.use_dora
             and (ca.width, ca.height) == (cfg.width, cfg.height)
             and len(ca.cells) == ca.width * ca.height and set(ca.cells) <= {0, 1}
-            and cfg.steps_min <= ca.steps <= cfg.steps_max and valid_rule(ca.birth, ca.survival))
+            and cfg.steps_min <= ca.steps <= cfg.steps_max and valid_rule(ca.birth, ca.survival)
+            and len(genome.knob_genes) == len(KNOBS)
+            and all(0.0 <= u <= 1.0 for u in genome.knob_genes))
 
 
 def genome_to_dict(genome: Genome) -> dict:
@@ -231,6 +264,7 @@ def genome_to_dict(genome: Genome) -> dict:
         "ca": {"width": ca.width, "height": ca.height,
                "cells": "".join(str(c) for c in ca.cells),
                "birth": list(ca.birth), "survival": list(ca.survival), "steps": ca.steps},
+        "knob_genes": list(genome.knob_genes),
     }
 
 
@@ -244,4 +278,5 @@ def genome_from_dict(doc: dict) -> Genome:
                 cells=tuple(int(ch) for ch in c["cells"]),
                 birth=tuple(int(v) for v in c["birth"]),
                 survival=tuple(int(v) for v in c["survival"]), steps=int(c["steps"]))
-    return Genome(id=str(doc["id"]), heavy=heavy, ca=ca)
+    return Genome(id=str(doc["id"]), heavy=heavy, ca=ca,
+                  knob_genes=tuple(float(u) for u in doc["knob_genes"]))

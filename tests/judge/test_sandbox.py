@@ -35,7 +35,9 @@ def test_every_reference_passes_and_every_buggy_fails(judge):
     failing_refs = [(o.problem, o.status, o.passed, o.total) for o in refs
                     if o.status is not CandidateStatus.OK or o.passed != o.total]
     assert failing_refs == []
-    assert all(o.passed < o.total for o in bugs)
+    # Handed back as is, a buggy program is UNCHANGED and not run; calibration ran it.
+    assert all(o.status is CandidateStatus.UNCHANGED for o in bugs)
+    assert all(p.buggy_passed < len(p.tests) for p in judge.problems)
     assert all(len(p.reference_seconds) == len(p.tests) for p in judge.problems)
 
 
@@ -180,3 +182,49 @@ def test_server_responses_are_checked_against_the_schema():
     assert not valid_response({**good, "status": ["OK"]}, "a", 1)  # unhashable kind
     assert not valid_response({**good, "tests": [{**test, "out": None}]}, "a", 1)
     assert not valid_response({**good, "seconds": float("nan")}, "a", 1)
+
+
+JUDGE_THEN_HANG = """
+import sys
+from coral.config import SandboxConfig
+from coral.judge.quixbugs import load_problems, select
+from coral.judge.sandbox import Judge
+from coral.messages import Candidate
+judge = Judge(select(load_problems(sys.argv[1]), ["gcd"]),
+              SandboxConfig(time_floor_s=60, candidate_timeout_s=120))
+judge.calibrate()
+server = judge._all_servers[0]
+print(server.proc.pid, flush=True)
+judge.judge(Candidate("loop", "gcd", "def gcd(a, b):\\n    while True:\\n        pass\\n"))
+"""
+
+
+def test_killed_judge_leaves_no_sandbox_process(quixbugs_dir):
+    """SIGKILL the judge while a candidate loops (budget 120 s): the server sees its stdin
+    close and exits, and its PID namespace takes the candidate along, within seconds."""
+    import subprocess
+    import sys
+
+    from hostcheck import descendants, processes_in
+
+    judge = subprocess.Popen([sys.executable, "-c", JUDGE_THEN_HANG, str(quixbugs_dir)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        bwrap = int(judge.stdout.readline())
+        time.sleep(1.0)  # the looping candidate is running now
+        own = os.readlink("/proc/self/ns/pid")
+        namespaces = set()
+        for pid in descendants({bwrap}):
+            try:
+                namespaces.add(os.readlink(f"/proc/{pid}/ns/pid"))
+            except OSError:
+                pass
+        namespaces.discard(own)
+        assert namespaces
+    finally:
+        judge.kill()
+        judge.wait()
+    deadline = time.monotonic() + 10
+    while processes_in(namespaces) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(namespaces) == []

@@ -206,12 +206,12 @@ def test_row_top_k_and_top_p_filter_per_row():
     assert kept.tolist() == [[True, True, False, False], [True, True, True, False]]
 
 
-def test_repetition_penalty_ignores_left_padding():
+def test_repetition_penalty_ignores_left_padding_and_the_prompt():
     pad = 0
-    ids = torch.tensor([[pad, pad, 2], [1, 2, 3]])
+    ids = torch.tensor([[pad, pad, 2, 3], [1, 2, 3, 1]])   # prompts 3 wide, one new token
     scores = torch.tensor([[2.0, 2.0, 2.0, -2.0], [2.0, 2.0, 2.0, -2.0]])
     out = RowRepetitionPenalty([2.0, 1.0], RowLayout((2, 0), 3))(ids, scores)
-    assert out.tolist() == [[2.0, 2.0, 1.0, -2.0], [2.0, 2.0, 2.0, -2.0]]
+    assert out.tolist() == [[2.0, 2.0, 2.0, -4.0], [2.0, 2.0, 2.0, -2.0]]
 
 
 def test_mislabelled_or_tampered_adapter_raises(adapters):

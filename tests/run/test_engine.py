@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from coral import config as cfgmod
-from coral.run.engine import Engine, ResumeRefused, problems_for, request_seed
-from coral.messages import Scores
+from coral.objectives import NAMES
+from coral.run.engine import Engine, ResumeRefused, problems_for
 from coral.run.rundir import RunDir
 
 ENGINE_OVERRIDES = [
     "dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
     "search.population_size=3", "search.generations=2", "run.held_out_top_k=2",
-    "knobs.max_new_tokens=[8, 16]", "training.steps=2", "training.examples=8",
+    "search.reevaluate_top=2",
+    "knobs.max_new_tokens=12", "training.steps=2", "training.examples=8",
 ]
 
 
@@ -56,13 +58,6 @@ def finished(tmp_path_factory, quixbugs_dir, pools):
     return cfg, rd
 
 
-def test_request_seed_is_stable_and_distinct():
-    assert request_seed(0, "g000-000-x", "gcd") == request_seed(0, "g000-000-x", "gcd")
-    seeds = {request_seed(s, g, p) for s in (0, 1) for g in ("a", "b") for p in ("gcd", "hanoi")}
-    assert len(seeds) == 8
-    assert all(0 <= s < 2 ** 31 for s in seeds)
-
-
 def test_run_scores_every_genome_on_every_problem(finished):
     cfg, rd = finished
     events = rd.events()
@@ -71,15 +66,20 @@ def test_run_scores_every_genome_on_every_problem(finished):
     train = events[0]["train_problems"]
     assert len(train) == 2 and len(events[0]["held_out_problems"]) == 1
     judged = [e for e in events if e["event"] == "candidate_judged" and e["phase"] == "search"]
-    pairs = {(e["generation"], e["genome_id"], e["problem"]) for e in judged}
-    assert len(judged) == len(pairs) == 2 * 3 * len(train)   # none lost, none twice
+    keys = {(e["generation"], e["genome_id"], e["problem"], e["sample"]) for e in judged}
+    n = cfg.search.samples_per_problem
+    assert n == 2 and len(judged) == len(keys) == 2 * 3 * len(train) * n  # none lost or twice
     assert kinds.count("generation_summary") == 2
     for e in judged:
-        assert set(e["scores"]) == {*Scores.OBJECTIVES, "fixed"}
+        assert set(e["scores"]) == set(NAMES) and e["tokens"] >= 0
         assert all(0.0 <= v <= 1.0 for v in e["scores"].values())
+        if e["status"] in ("UNCHANGED", "MISSING_FUNCTION") or not e["code"]:
+            assert set(e["scores"].values()) == {0.0}        # degenerate answers score 0
     ck = rd.load_checkpoint()
-    assert ck["generation"] == 2 and len(ck["genomes"]) == 6
+    assert ck["version"] == 2 and ck["generation"] == 2 and len(ck["genomes"]) == 6
     assert len(ck["evolution"]["population"]) == 3
+    summary = [e for e in events if e["event"] == "generation_summary"][0]
+    assert summary["samples"] == 3 * len(train) * n and summary["tokens_per_sample"] > 0
 
 
 def test_adapters_are_trained_once_per_key(finished):
@@ -98,7 +98,12 @@ def test_result_files_and_held_out(finished):
     assert len(held["genomes"]) == 2 and held["problems"] == \
         [e for e in rd.events() if e["event"] == "run_started"][0]["held_out_problems"]
     kinds = [e["event"] for e in rd.events()]
-    assert kinds.count("heldout_scored") == 2
+    assert kinds.count("heldout_scored") == 2 and kinds.count("final_scored") == 2
+    # The final pick was re-evaluated on fresh seeds: samples of phase "final" exist, and
+    # best.json carries those scores next to the search ones.
+    final = [e for e in rd.events() if e["event"] == "candidate_judged" and e["phase"] == "final"]
+    assert len(final) == 2 * 2 * cfg.search.samples_per_problem and set(best["final"]) == set(NAMES)
+    assert best["id"] in {e["genome_id"] for e in final}
     assert rd.load_config() == cfg
     assert not (rd.path / "live.json").exists()
 
@@ -111,6 +116,41 @@ def test_resume_refuses_a_different_search_config(finished, pools, quixbugs_dir)
                                        *ENGINE_OVERRIDES, "search.mutation_rate=0.9"])
     with pytest.raises(ResumeRefused, match="search.mutation_rate"):
         make_engine(changed, pools).run(resume=True)
+
+
+def test_resume_refuses_an_old_checkpoint_format(tmp_path, quixbugs_dir, pools):
+    cfg = engine_config(tmp_path, quixbugs_dir, "search.generations=1",
+                        "run.held_out_eval=false")
+    rd = make_engine(cfg, pools).run(resume=False)
+    ck = rd.load_checkpoint()
+    rd.save_checkpoint(dict(ck, version=1))
+    with pytest.raises(ResumeRefused, match="older CORAL.*--no-resume"):
+        make_engine(cfg, pools).run(resume=True)
+
+
+def test_a_strategy_registered_here_runs_through_the_engine(tmp_path, quixbugs_dir, pools):
+    from coral.search.strategies import register, unregister
+    from coral.search.strategies.random import RandomSearch
+
+    @register("test-engine-random-twice")
+    class Twice(RandomSearch):
+        """Random search that asks each random genome twice (new ids, same genes)."""
+
+        def breed(self, ids):
+            half = super().breed(ids[: (len(ids) + 1) // 2])
+            return [dataclasses.replace(half[k // 2], id=i) for k, i in enumerate(ids)]
+
+    try:
+        cfg = engine_config(tmp_path, quixbugs_dir, "search.strategy=test-engine-random-twice",
+                            "search.generations=1", "run.held_out_eval=false",
+                            "search.reevaluate_top=1")
+        rd = make_engine(cfg, pools).run(resume=False)
+    finally:
+        unregister("test-engine-random-twice")
+    ck = rd.load_checkpoint()
+    assert ck["evolution"]["strategy"] == "test-engine-random-twice"
+    g = list(ck["genomes"].values())
+    assert g[0]["genome"]["heavy"] == g[1]["genome"]["heavy"] and g[0]["key"] == g[1]["key"]
 
 
 def test_resume_extends_a_finished_run(tmp_path, quixbugs_dir, pools):
@@ -133,11 +173,13 @@ def test_status_and_report(finished, capsys):
     assert main(["status", str(rd.path)]) == 0
     text = capsys.readouterr().out
     assert "generation 2/2" in text and "duplicate trainings 0" in text
+    assert "UNCHANGED" in text and "tokens per sample" in text and "pass@k" in text
     assert main(["status", str(rd.path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["state"] == "finished" and summary["cache"]["duplicate_trainings"] == 0
     assert main(["report", str(rd.path)]) == 0
     md = (rd.path / "report.md").read_text()
-    assert "## Best genome" in md and "Held-out" in md
+    assert "## Best genome" in md and "Held-out" in md and "| fresh seeds |" in md
+    assert "UNCHANGED" in md and "tokens per sample" in md and "pass@k" in md
     for png in ("pareto.png", "fitness.png", "cache.png"):
         assert (rd.path / png).stat().st_size > 5000

@@ -1,15 +1,21 @@
-"""Cellular automaton semantics, features in [0, 1], and the spread of the cheap knobs."""
+"""Cellular automaton semantics, its knob handles, and the usable knob space (both encodings)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import json
+import subprocess
+import sys
+from pathlib import Path
 
-from coral.search.ca import CAFeatures, features, features_many, features_of, run, run_many
+import numpy as np
+
 from coral.config import CAConfig, KnobRanges, Range
-from coral.search.genome import CASeed, Genome, HeavyGenes, random_ca
-from coral.search.knobs import (_CALIBRATION, KNOBS, CheapKnobs, calibration_table, knob_score,
-                         knobs_for, knobs_from_features, quantile)
+from coral.search.ca import contrasts, run, run_many
+from coral.search.genome import KNOBS, CASeed, Genome, HeavyGenes, random_ca
+from coral.search.knobs import (_CALIBRATION, CheapKnobs, calibration_table, knobs_for,
+                                knobs_from_units, quantile, units_of)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _seed(rows: list[str], birth, survival, steps) -> CASeed:
@@ -36,8 +42,6 @@ def test_blinker_oscillates_with_period_two_under_life():
     assert hist.shape == (5, 6, 6)
     assert (hist[0] == hist[2]).all() and (hist[0] != hist[1]).any()
     assert hist[1][1:4, 2].tolist() == [1, 1, 1]          # vertical phase
-    f = features(hist)
-    assert f.periodicity == pytest.approx(0.5 * (0.5 + 1.0))   # exact period 2, full recurrence
 
 
 def test_glider_wraps_around_the_torus():
@@ -61,72 +65,61 @@ def test_batched_run_matches_cell_by_cell_definition():
         assert (run(seed) == hist).all()
 
 
-def test_dead_grid_is_frozen_and_empty():
-    seed = CASeed(width=6, height=6, cells=(0,) * 36, birth=(3,), survival=(2, 3), steps=8)
-    f = features_of(seed)
-    assert f == CAFeatures(complexity=0.0, intensity=0.0, convergence=1.0, periodicity=1.0)
+def test_contrasts_read_disjoint_halves_and_weight_early_states():
+    # 4 chunks of 9 cells (row-major): chunk k's first half (4 cells) vs its second (4 cells).
+    cells = [0] * 36
+    cells[0:4] = [1, 1, 1, 1]                            # chunk 0: first half full
+    cells[13:17] = [1, 1, 1, 1]                          # chunk 1: second half full
+    frozen = np.array([np.array(cells).reshape(6, 6)] * 3)
+    assert contrasts(frozen, 4).tolist() == [1.0, -1.0, 0.0, 0.0]
+    dying = frozen.copy()
+    dying[1:] = 0                                        # the rule kills everything at once
+    early = contrasts(dying, 4, decay=0.8)
+    assert 0.0 < early[0] < 1.0 and early[0] == -early[1] and early[0] > contrasts(dying, 4, 1.0)[0]
 
 
-def test_features_lie_in_unit_interval_and_are_spread():
-    rng = np.random.default_rng(12)
-    feats = features_many([random_ca(CAConfig(), rng) for _ in range(400)])
-    for name in ("complexity", "intensity", "convergence", "periodicity"):
-        v = np.array([getattr(f, name) for f in feats])
-        assert ((v >= 0) & (v <= 1)).all(), name
-        assert v.max() - v.min() > 0.6, name                  # not degenerate
-        _, counts = np.unique(v, return_counts=True)
-        assert counts.max() / len(v) < 0.25, name             # no dominating point mass
+def test_knob_space_meets_the_targets_over_1000_genomes():
+    """The Done-when numbers of the knob space, from scripts/knob_spread.py's last line."""
+    for encoding in ("ca", "direct"):
+        out = subprocess.run([sys.executable, "scripts/knob_spread.py", "--json", "--encoding",
+                              encoding], cwd=REPO, capture_output=True, text=True, check=True,
+                             timeout=300)
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        assert report["seeds"] == 1000
+        assert report["max_abs_spearman"] <= 0.3, report
+        assert report["min_quadrant_fraction"] >= 0.03, report
+        assert report["mutation_rank_correlation"] >= 0.8, report
+        for name, k in report["knobs"].items():
+            assert k["span_fraction"] >= 0.8 and max(k["at_low"], k["at_high"]) <= 0.2, name
 
 
-def test_each_knob_is_monotone_in_its_score():
-    ranges = KnobRanges()
-    for knob in KNOBS:
-        grid = np.linspace(-0.1, 1.1, 500)
-        us = [quantile(knob, s) for s in grid]
-        assert all(b >= a for a, b in zip(us, us[1:])), knob
-        assert us[0] == 0.0 and us[-1] == 1.0
-    low = CAFeatures(0.1, 0.1, 0.1, 0.1)
-    high = CAFeatures(0.9, 0.1, 0.1, 0.1)          # only complexity raised
-    k_low, k_high = knobs_from_features(low, ranges), knobs_from_features(high, ranges)
-    assert k_high.temperature > k_low.temperature   # temperature increases with complexity
+def test_quantile_is_monotone_and_covers_the_unit_interval():
+    grid = np.linspace(-4, 4, 800)
+    us = [quantile(s) for s in grid]
+    assert all(b >= a for a, b in zip(us, us[1:]))
+    assert us[0] == 0.0 and us[-1] == 1.0
 
 
-def test_knob_spread_over_1000_seeds():
-    """Every knob spans >= 80% of its range and sits at an end for <= 20% of seeds."""
-    ranges = KnobRanges()
-    rng = np.random.default_rng(0)
-    knobs = [knobs_from_features(f, ranges)
-             for f in features_many([random_ca(CAConfig(), rng) for _ in range(1000)])]
-    for name in KNOBS:
-        r = getattr(ranges, name)
-        v = np.array([getattr(k, name) for k in knobs], dtype=float)
-        assert ((v >= r.low) & (v <= r.high)).all(), name
-        assert v.max() - v.min() >= 0.8 * (r.high - r.low), name
-        assert np.mean(v == r.low) <= 0.2 and np.mean(v == r.high) <= 0.2, name
-    assert all(isinstance(k.top_k, int) and isinstance(k.max_new_tokens, int) for k in knobs)
+def test_knobs_follow_configured_ranges_and_the_token_margin():
+    ranges = KnobRanges(temperature=Range(0.5, 0.6), top_k=Range(40, 40), max_new_tokens=48)
+    k = knobs_from_units([0.3] * len(KNOBS), ranges)
+    assert 0.5 <= k.temperature <= 0.6 and k.top_k == 40 and k.max_new_tokens == 48
+    assert knobs_from_units([0.3] * len(KNOBS), KnobRanges()).top_p == k.top_p
+    assert isinstance(knobs_from_units([0.5] * 5, KnobRanges()).top_k, int)
 
 
-def test_knobs_follow_configured_ranges():
-    ranges = KnobRanges(temperature=Range(0.5, 0.6), top_k=Range(40, 40))
-    f = CAFeatures(0.7, 0.3, 0.5, 0.2)
-    k = knobs_from_features(f, ranges)
-    assert 0.5 <= k.temperature <= 0.6 and k.top_k == 40
-    default = knobs_from_features(f, KnobRanges())
-    assert default.top_p == k.top_p                 # other knobs unaffected
-
-
-def test_knobs_for_genome_matches_features_path():
+def test_encodings_read_the_ca_or_the_direct_genes():
     rng = np.random.default_rng(13)
     ca = random_ca(CAConfig(), rng)
-    g = Genome(id="x", heavy=HeavyGenes(8, 16.0, 0.05, ("q_proj",), False), ca=ca)
-    k = knobs_for(g, KnobRanges())
-    assert isinstance(k, CheapKnobs)
-    assert k == knobs_from_features(features_of(ca), KnobRanges())
+    g = Genome(id="x", heavy=HeavyGenes(8, 16.0, 0.05, ("q_proj",), False), ca=ca,
+               knob_genes=(0.0, 0.25, 0.5, 0.75, 1.0))
+    direct = knobs_for(g, KnobRanges(encoding="direct"))
+    assert isinstance(direct, CheapKnobs)
+    assert direct.temperature == KnobRanges().temperature.low
+    assert direct.max_new_tokens_factor == KnobRanges().max_new_tokens_factor.high
+    via_ca = knobs_for(g, KnobRanges())
+    assert via_ca == knobs_from_units(units_of([g], "ca")[0], KnobRanges()) != direct
 
 
 def test_committed_calibration_table_is_reproducible():
-    table = calibration_table()
-    for knob in KNOBS:
-        assert np.allclose(table[knob], _CALIBRATION[knob], atol=1e-5), knob
-    # the scores the table calibrates are in [0, 1]
-    assert 0.0 <= knob_score(CAFeatures(1, 1, 1, 1), "top_k") <= 1.0
+    assert np.allclose(calibration_table(), _CALIBRATION, atol=1e-5)

@@ -19,7 +19,7 @@ from tests.conftest import REPO
 OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten, get_factors]",
              "dataset.held_out_fraction=0.25", "search.population_size=4",
              "search.generations=3", "run.held_out_eval=false", "training.steps=2",
-             "training.examples=8", "knobs.max_new_tokens=[8, 16]"]
+             "training.examples=8", "knobs.max_new_tokens=12"]
 
 
 def _overrides(tmp_path, quixbugs_dir, name):
@@ -40,7 +40,7 @@ def _driver(tmp_path, quixbugs_dir, name) -> subprocess.Popen:
 def _final(rd: RunDir) -> tuple:
     """What must match: survivors with vectors, and every genome's scores and fixes."""
     ck = rd.load_checkpoint()
-    pop = [(p["genome"]["id"], p["vector"]) for p in ck["evolution"]["population"]]
+    pop = [(p["genome"]["id"], p["scores"]) for p in ck["evolution"]["population"]]
     genomes = {g: (r["scores"], r["fixed"], r["key"]) for g, r in ck["genomes"].items()}
     return ck["generation"], pop, genomes, ck["evolution"]["rng"]
 
@@ -76,9 +76,10 @@ def test_sigkill_mid_generation_then_resume_matches_uninterrupted(tmp_path, quix
     assert _final(rd) == _final(ref)
     events = rd.events()
     assert [e["event"] for e in events].count("run_started") == 2
-    judged = [(e["generation"], e["genome_id"], e["problem"]) for e in events
-              if e["event"] == "candidate_judged"]
-    assert len(judged) == len(set(judged)) == 3 * 4 * 3   # nothing lost, nothing twice
+    judged = [(e["phase"], e["generation"], e["genome_id"], e["problem"], e["sample"])
+              for e in events if e["event"] == "candidate_judged"]
+    # nothing lost, nothing twice: 2 samples of search (3 x 4 x 3) and final (3 x 3) answers
+    assert len(judged) == len(set(judged)) == (3 * 4 * 3 + 3 * 3) * 2
     for line in rd.events_path.read_text().splitlines():    # still strict JSONL
         json.loads(line)
     assert json.loads((rd.path / "pareto.json").read_text())["population"] == \

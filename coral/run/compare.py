@@ -1,0 +1,304 @@
+"""`coral compare`: strategies side by side at equal budget, replicated, with intervals.
+
+A compare directory `<run.runs_dir>/<run.name>-compare/` holds one ordinary run directory per
+(strategy, replicate), named `<strategy>-r<replicate>`, plus the baselines and the summary:
+
+    plan.json          strategies, replicates and each arm's seed
+    nsga2-r0/ ...      run directories (coral status / coral report work on them)
+    baselines.json     the untuned references on the held-out problems, per replicate
+    compare.json       the summary (what `--json` prints), compare.md, compare.png, curves.png
+
+Replicate r of every strategy runs with the same seed, `replicate_seed(run.seed, r)`: the
+sample seeds derive from the run seed, so replicate r of every arm (and the baselines of
+replicate r) draws the same samples, and the strategies are compared by paired differences.
+Arms run in sequence, replicate by replicate (nsga2-r0, random-r0, nsga2-r1, ...), so a
+compare stopped half-way already holds complete pairs; all arms use one set of pools.
+
+Resume: running the same command again skips finished arms (their events end with
+`run_ended` and their config snapshot is the arm's config), resumes the interrupted one from
+its checkpoint, and reuses baselines already measured. A budget raised since is a different
+arm config: the arm resumes and spends the rest (search.budget is not search-relevant).
+
+The arms' held-out numbers are the engine's (heldout.json of each run: its final pick
+re-scored on the held-out problems); the baselines go through the same pools on the same
+problems and seeds: the unchanged buggy program, the base model without adapter at greedy
+decoding, and the base model at the config's default knobs (the middle of every knob range).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from coral import config as cfgmod
+from coral.config import Config, ConfigError
+from coral.judge.quixbugs import Problem
+from coral.messages import Candidate, GenerationRequest
+from coral.run import stats
+from coral.run.budget import spent
+from coral.run.pipeline import HELDOUT, sample_seed
+from coral.run.pools import Pools
+from coral.run.rundir import RunDir, atomic_write_json, read_events, read_json
+from coral.search.knobs import KNOBS, CheapKnobs, knobs_from_units
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE, BASELINES_FILE, COMPARE_FILE = "plan.json", "baselines.json", "compare.json"
+BASELINES = ("unchanged", "greedy_base", "default_knobs")
+# Run one arm in its run directory with the shared pools (cluster.driver.run in production).
+RunArm = Callable[[Config, Pools], Path]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One run of a comparison: a strategy at one replicate."""
+
+    strategy: str
+    replicate: int
+    seed: int
+    cfg: Config
+
+    @property
+    def name(self) -> str:
+        """Run directory name inside the compare directory."""
+        return f"{self.strategy}-r{self.replicate}"
+
+    @property
+    def path(self) -> Path:
+        """The arm's run directory."""
+        return Path(self.cfg.run.runs_dir) / self.cfg.run.name
+
+
+def compare_path(cfg: Config) -> Path:
+    """The compare directory of a config: runs_dir/<name>-compare."""
+    return Path(cfg.run.runs_dir) / f"{cfg.run.name}-compare"
+
+
+def replicate_seed(run_seed: int, replicate: int) -> int:
+    """Seed of replicate r, shared by every strategy: sha256 of (run seed, r), 31 bits."""
+    digest = hashlib.sha256(f"{run_seed}:replicate:{replicate}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+def plan(cfg: Config, strategies: Sequence[str], replicates: int) -> list[Arm]:
+    """Every arm, replicate-major (complete pairs first), each an ordinary run config."""
+    root = compare_path(cfg)
+    raw = cfgmod.to_dict(cfg)
+    arms = []
+    for r in range(replicates):
+        seed = replicate_seed(cfg.run.seed, r)
+        for strategy in strategies:
+            arm_raw = cfgmod.apply_overrides(raw, [
+                f"run.runs_dir={root}", f"run.name={strategy}-r{r}", f"run.seed={seed}",
+                f"search.strategy={strategy}"])
+            arms.append(Arm(strategy, r, seed, cfgmod.from_dict(arm_raw, cfg.source)))
+    return arms
+
+
+def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
+               held_out: Sequence[Problem]) -> None:
+    """Refuse a comparison that could not say anything (before any compute is spent)."""
+    if replicates < 1:
+        raise ConfigError(f"--replicates must be >= 1, got {replicates}")
+    if not strategies or len(set(strategies)) != len(strategies):
+        raise ConfigError(f"--strategies must name distinct strategies, got {list(strategies)}")
+    if not held_out or not cfg.run.held_out_eval:
+        raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
+                          "dataset.held_out_fraction > 0 and run.held_out_eval: true")
+
+
+def finished(arm: Arm) -> bool:
+    """The arm ran to its end with exactly this config (nothing left to resume)."""
+    events = list(read_events(arm.path))
+    if not events or events[-1]["event"] != "run_ended":
+        return False
+    try:
+        return cfgmod.to_dict(RunDir(arm.path).load_config()) == cfgmod.to_dict(arm.cfg)
+    except (ConfigError, OSError):
+        return False
+
+
+def run_compare(cfg: Config, strategies: Sequence[str], replicates: int, pools: Pools,
+                run_arm: RunArm, held_out: Sequence[Problem]) -> dict:
+    """Run (or resume) every arm, measure the baselines, write and return the summary."""
+    check_plan(cfg, strategies, replicates, held_out)
+    root = compare_path(cfg)
+    arms = plan(cfg, strategies, replicates)
+    atomic_write_json(root / PLAN_FILE, {
+        "config": cfg.source, "strategies": list(strategies), "replicates": replicates,
+        "budget_samples": cfg.search.budget.samples or None,
+        "arms": [{"name": a.name, "strategy": a.strategy, "replicate": a.replicate,
+                  "seed": a.seed} for a in arms]})
+    for arm in arms:
+        if finished(arm):
+            log.info("compare: %s already finished", arm.name)
+            continue
+        log.info("compare: running %s (seed %d)", arm.name, arm.seed)
+        run_arm(arm.cfg, pools)
+    measure_baselines(cfg, pools, held_out, sorted({a.seed for a in arms}), root)
+    doc = summarise(root)
+    from coral.run.compare_report import write_compare_report
+    write_compare_report(root, doc)
+    return doc
+
+
+# ------------------------------------------------------------------------ baselines
+
+def default_knobs(cfg: Config) -> CheapKnobs:
+    """The middle of every configured knob range: the knobs with no search at all."""
+    return knobs_from_units([0.5] * len(KNOBS), cfg.knobs)
+
+
+def greedy_knobs(cfg: Config) -> CheapKnobs:
+    """Greedy decoding (top_k 1 makes the sampler pick the argmax), longest output allowed."""
+    return CheapKnobs(temperature=1.0, top_p=1.0, top_k=1, repetition_penalty=1.0,
+                      max_new_tokens=cfg.knobs.max_new_tokens,
+                      max_new_tokens_factor=cfg.knobs.max_new_tokens_factor.high)
+
+
+def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
+                      seeds: Sequence[int], root: Path) -> dict:
+    """Held-out pass@k of the baselines for every replicate seed (cached in baselines.json)."""
+    key = {"model": cfg.model.base, "knobs": cfgmod.to_dict(cfg)["knobs"],
+           "problems": [p.name for p in held_out]}
+    cached = read_json(root / BASELINES_FILE) or {}
+    per_seed = dict(cached.get("per_seed", {})) if cached.get("key") == key else {}
+    for seed in seeds:
+        if str(seed) in per_seed:
+            continue
+        per_seed[str(seed)] = _baselines_once(cfg, pools, held_out, seed)
+        atomic_write_json(root / BASELINES_FILE, {"key": key, "per_seed": per_seed})
+    return per_seed
+
+
+def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
+                    seed: int) -> dict:
+    """The three baselines with one replicate's sample seeds."""
+    from coral.model.extract import extract_function
+
+    unchanged = [Candidate("unchanged", p.name, p.buggy_source) for p in held_out]
+    requests = []
+    for name, knobs in (("greedy_base", greedy_knobs(cfg)), ("default_knobs", default_knobs(cfg))):
+        requests += [GenerationRequest(
+            request_id=f"{name}/{p.name}", genome_id=name, problem=p.name,
+            buggy_source=p.buggy_source, adapter=None, knobs=knobs,
+            seed=sample_seed(seed, p.name, 0, HELDOUT)) for p in held_out]
+    by_name = {p.name: p for p in held_out}
+    texts = _run(pools, pools.submit_generate(requests))
+    generated = [Candidate(r.genome_id, r.problem,
+                           extract_function(r.text, by_name[r.problem].function) or "", r.text)
+                 for r in texts]
+    verdicts = _run(pools, pools.submit_judge(unchanged + generated))
+    out = {}
+    for name in BASELINES:
+        mine = [v for v in verdicts if v.genome_id == name]
+        out[name] = {"pass_at_k": sum(v.fixed for v in mine) / len(mine),
+                     "fixed": sorted(v.problem for v in mine if v.fixed)}
+    return out
+
+
+def _run(pools: Pools, handle: Any) -> Any:
+    """Wait for one handle and return its value."""
+    pools.wait([handle], num_returns=1)
+    return pools.get(handle)
+
+
+# ------------------------------------------------------------------------ summary
+
+def arm_result(path: Path) -> Optional[dict]:
+    """One finished arm: held-out pass@k and fixed count of its final pick, samples spent,
+    and its best-so-far curve (None while the arm has no held-out result)."""
+    rd = RunDir(path)
+    best, held = rd.read_json("best.json"), rd.read_json("heldout.json")
+    if not best or not held:
+        return None
+    pick = next((g for g in held["genomes"] if g["id"] == best["id"]), None)
+    if pick is None:
+        return None
+    events = rd.events()
+    return {"heldout_pass_at_k": pick["scores"]["fixed"], "heldout_fixed": len(pick["fixed"]),
+            "samples_used": spent(events).samples, "curve": best_so_far(rd, events)}
+
+
+def best_so_far(rd: RunDir, events: list[dict]) -> list[list[float]]:
+    """[samples spent, best search pass@k so far] at the end of every generation."""
+    ck = rd.load_checkpoint() or {"genomes": {}}
+    per_gen: dict[int, float] = {}
+    for rec in ck["genomes"].values():
+        g = rec["generation"]
+        per_gen[g] = max(per_gen.get(g, 0.0), rec["scores"]["fixed"])
+    samples: dict[int, int] = {}
+    for ev in events:
+        if ev["event"] == "candidate_judged" and ev.get("phase") == "search":
+            samples[ev["generation"]] = samples.get(ev["generation"], 0) + 1
+    curve, total, best = [[0, 0.0]], 0, 0.0
+    for g in sorted(per_gen):
+        total += samples.get(g, 0)
+        best = max(best, per_gen[g])
+        curve.append([total, best])
+    return curve
+
+
+def summarise(root: str | Path) -> dict:
+    """The comparison's summary from the compare directory (the `--json` object)."""
+    root = Path(root)
+    plan_doc = read_json(root / PLAN_FILE)
+    if plan_doc is None:
+        raise FileNotFoundError(f"{root}: not a compare directory (no {PLAN_FILE})")
+    strategies, replicates = plan_doc["strategies"], plan_doc["replicates"]
+    results = {a["name"]: arm_result(root / a["name"]) for a in plan_doc["arms"]}
+    seeds = sorted({a["seed"] for a in plan_doc["arms"]})
+    per_seed = (read_json(root / BASELINES_FILE) or {}).get("per_seed", {})
+    # Only replicates every strategy finished are compared (a half-done compare still reads).
+    done = [r for r in range(replicates)
+            if all(results.get(f"{s}-r{r}") for s in strategies)]
+    arms = {}
+    for i, s in enumerate(strategies):
+        rows = [results[f"{s}-r{r}"] for r in done]
+        iv = stats.bootstrap_mean([x["heldout_pass_at_k"] for x in rows], seed=i)
+        arms[s] = {"heldout_pass_at_k_mean": _mean([x["heldout_pass_at_k"] for x in rows]),
+                   "heldout_pass_at_k_ci95": iv.ci() if rows else None,
+                   "heldout_fixed_mean": _mean([x["heldout_fixed"] for x in rows]),
+                   "samples_used": [x["samples_used"] for x in rows],
+                   "heldout_pass_at_k": [x["heldout_pass_at_k"] for x in rows],
+                   "curves": [x["curve"] for x in rows]}
+    diff = None
+    if len(strategies) >= 2 and done:
+        a, b = strategies[0], strategies[1]
+        iv = stats.paired_difference(arms[a]["heldout_pass_at_k"],
+                                     arms[b]["heldout_pass_at_k"])
+        diff = {"first": a, "second": b, "mean": iv.mean, "ci95": iv.ci(),
+                "verdict": stats.verdict(iv, a, b)}
+    baselines = {name: _mean([per_seed[str(x)][name]["pass_at_k"] for x in seeds
+                              if str(x) in per_seed]) for name in BASELINES}
+    return {"arms": arms, "baselines": baselines, "paired_difference": diff,
+            "replicates": len(done), "replicates_planned": replicates,
+            "budget_samples": plan_doc.get("budget_samples"), "compare_dir": str(root)}
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    """Mean, or None for no values."""
+    return sum(values) / len(values) if values else None
+
+
+def describe(doc: dict) -> str:
+    """Text lines for the terminal (compare.md holds the same and the plots)."""
+    lines = [f"compare  {doc['compare_dir']}: {doc['replicates']} of "
+             f"{doc['replicates_planned']} replicate(s) complete"]
+    for s, a in doc["arms"].items():
+        if a["heldout_pass_at_k_mean"] is None:
+            lines.append(f"{s:<14} no finished replicate yet")
+            continue
+        lo, hi = a["heldout_pass_at_k_ci95"]
+        lines.append(f"{s:<14} held-out pass@k {a['heldout_pass_at_k_mean']:.3f} "
+                     f"[{lo:.3f}, {hi:.3f}]  fixed {a['heldout_fixed_mean']:.2f}  "
+                     f"samples {a['samples_used']}")
+    for name, v in doc["baselines"].items():
+        lines.append(f"{name:<14} held-out pass@k " + ("-" if v is None else f"{v:.3f}"))
+    if doc["paired_difference"]:
+        lines.append(doc["paired_difference"]["verdict"])
+    return "\n".join(lines)
+

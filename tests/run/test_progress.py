@@ -1,0 +1,88 @@
+"""The console of a run: generation lines, heartbeats without a terminal, logs routed to run.log."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import warnings
+
+from coral.run.console import LOG_FILE, WORKER_LOGGER, console
+from coral.run.progress import Progress, generation_line
+
+SUMMARY = {"generation": 0, "seconds": 12.4, "genomes": 4, "best_display": 0.2513,
+           "best_fixed": ["gcd", "sieve"], "cache_hit_rate": 0.5}
+
+
+def test_generation_line_names_the_figures():
+    line = generation_line(dict(SUMMARY, samples=16), generations=3)
+    assert line.startswith("generation 1/3:")
+    for part in ("best fitness 0.251", "fixed 2 (gcd, sieve)", "cache hits 50%", "samples 16",
+                 "12 s"):
+        assert part in line
+    # unknown figures are left out, a pass@k is shown first when the summary has it
+    bare = generation_line({"generation": 4, "best_fixed": [], "cache_hit_rate": None})
+    assert bare == "generation 5:  fixed 0  cache hits -"
+    assert "best pass@2 0.375" in generation_line(dict(SUMMARY, best_pass_at_k=0.375, k=2))
+
+
+def test_no_terminal_gives_lines_and_heartbeats_no_bars():
+    out = io.StringIO()
+    p = Progress(out=out, generations=2, heartbeat_s=0.0)
+    assert not p.bars
+    p.add("adapters", 2)
+    p.advance("adapters")
+    p.tick(0)
+    p.generation_done(SUMMARY)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("generation 1/2: adapters 1/2, generated 0/0, judged 0/0")
+    assert lines[1].startswith("generation 1/2:")
+    # a heartbeat only after heartbeat_s of silence
+    quiet = Progress(out=out, heartbeat_s=3600.0)
+    before = out.getvalue()
+    quiet.tick(0)
+    assert out.getvalue() == before
+
+
+def test_disabled_progress_prints_nothing():
+    out = io.StringIO()
+    p = Progress(enabled=False, out=out, heartbeat_s=0.0)
+    p.tick(0)
+    p.generation_done(SUMMARY)
+    p.write("x")
+    assert out.getvalue() == ""
+
+
+def test_console_keeps_coral_lines_and_sends_the_rest_to_run_log(tmp_path):
+    out = io.StringIO()
+    with console(tmp_path, out=out) as progress:
+        progress.write("hello")
+        logging.getLogger("coral.run.engine").warning("coral warning")
+        logging.getLogger("coral.run.engine").info("coral info")
+        logging.getLogger("somelib.loader").warning("library warning")
+        print("Loading weights: 100%", file=sys.stderr)
+        logging.getLogger(WORKER_LOGGER).warning("(GenerationWorker pid=1) Loading weights")
+        logging.getLogger("ray").info("Started a local Ray instance.")
+        warnings.warn("is deprecated", FutureWarning)
+    shown = out.getvalue()
+    assert "hello" in shown and "coral warning" in shown
+    for hidden in ("coral info", "library warning", "Loading", "Started a local",
+                   "deprecated"):
+        assert hidden not in shown
+    log = (tmp_path / LOG_FILE).read_text()
+    for kept in ("coral warning", "coral info", "library warning", "(GenerationWorker pid=1)",
+                 "stderr: Loading weights: 100%",
+                 "Started a local Ray", "FutureWarning: is deprecated"):
+        assert kept in log
+    # the previous logging set-up is back
+    assert not hasattr(sys.stderr, "logger")
+    assert not any(getattr(h, "baseFilename", "").endswith(LOG_FILE)
+                   for h in logging.getLogger().handlers)
+
+
+def test_quiet_console_still_shows_coral_warnings(tmp_path):
+    out = io.StringIO()
+    with console(tmp_path, quiet=True, out=out) as progress:
+        progress.generation_done(SUMMARY)
+        logging.getLogger("cluster.ray_pools").warning("waiting for the autoscaler")
+    assert out.getvalue().strip() == "WARNING cluster.ray_pools: waiting for the autoscaler"
