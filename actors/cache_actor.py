@@ -43,12 +43,8 @@ from typing import Optional, Sequence
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-<<<<<<< HEAD
-from coral.adapters.bundle import AdapterCorrupt
-=======
 from actors import metrics
-
->>>>>>> main
+from coral.adapters.bundle import AdapterCorrupt
 from coral.adapters.cache import HIT, JOINED, TRAINED, CacheIndex
 from coral.adapters.store import DirectoryStore, store_from_config
 from coral.config import Config
@@ -62,8 +58,9 @@ log = logging.getLogger(__name__)
 class CacheActor:
     """Async single-flight adapter cache over a store and a list of named training actors."""
 
-    def __init__(self, store_root: str, trainer_names: Sequence[str]) -> None:
-        self.store = DirectoryStore(store_root)
+    def __init__(self, store_root: str, trainer_names: Sequence[str],
+                 max_gb: Optional[float] = None) -> None:
+        self.store = DirectoryStore(store_root, max_gb=max_gb)   # storage.max_gb applies here
         self.index = CacheIndex(self.store)   # rebuilt from the store on every (re)start
         self.trainers = [ray.get_actor(name) for name in trainer_names]
         self.load = [0] * len(self.trainers)
@@ -191,7 +188,7 @@ def make_cache(cfg: Config, pool, store_root: Optional[str] = None,
     node (the driver's: the head, whose disk or volume holds the persistent store) and is
     named `name` (default `<pool prefix>-cache`), which is how generation actors find it.
     """
-    root = str(store_from_config(cfg, store_root).root)
+    store = store_from_config(cfg, store_root)
     name = name or pool.names[0].rsplit("-", 2)[0] + "-cache"
     here = ray.get_runtime_context().get_node_id()
     # No CPU reserved: the cache only coordinates, so it never competes with the pools.
@@ -199,4 +196,4 @@ def make_cache(cfg: Config, pool, store_root: Optional[str] = None,
         num_cpus=0, name=name, max_restarts=cfg.ray.max_restarts,
         max_task_retries=cfg.ray.max_task_retries,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))
-    return actor_cls.remote(root, pool.names)
+    return actor_cls.remote(str(store.root), pool.names, store.max_gb)

@@ -54,25 +54,17 @@ class TrainingWorker:
         """(base model name, data version) this worker keys adapters with."""
         return self.trainer.identity()
 
-<<<<<<< HEAD
     def train(self, genes: HeavyGenes, key: str) -> AdapterBundle:
         """Train the adapter of `genes` and return it as a value (nothing stays on disk)."""
-        out, meta = self.trainer.train(genes, key)
+        with metrics.busy("training"):
+            out, meta = self.trainer.train(genes, key)
         try:
             bundle = AdapterBundle.from_dir(key, out, meta)
         finally:
             shutil.rmtree(out, ignore_errors=True)
         self.trained += 1
-        return bundle
-=======
-    def train_into(self, genes: HeavyGenes, key: str) -> AdapterRef:
-        """Train the adapter of `genes` and store it under `key`."""
-        with metrics.busy("training"):
-            ref = self.trainer.train_into(self.store, genes, key)
-        self.trained += 1
         metrics.adapter_trained()
-        return ref
->>>>>>> main
+        return bundle
 
     def stats(self) -> dict:
         """How many adapters this worker trained since it (re)started, and where it runs."""

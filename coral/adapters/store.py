@@ -124,7 +124,9 @@ class DirectoryStore:
             self._install(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-<<<<<<< HEAD
+        if self.max_gb is not None:
+            from coral.adapters.gc import collect  # LRU first; never what a live run uses
+            collect(self.root, max_gb=self.max_gb, keep={bundle.key})
         return self.ref(bundle.key)
 
     def read_bundle(self, key: str) -> AdapterBundle:
@@ -132,12 +134,6 @@ class DirectoryStore:
         folder = self.local_path(key)
         files = {name: (folder / name).read_bytes() for name in WEIGHT_FILES}
         return AdapterBundle(key, files, self.meta(key))
-=======
-        if self.max_gb is not None:
-            from coral.adapters.gc import collect  # LRU first; never what a live run uses
-            collect(self.root, max_gb=self.max_gb, keep={key})
-        return self.ref(key)
->>>>>>> main
 
     def _install(self, tmp: Path, target: Path) -> None:
         """Rename `tmp` to `target`; a valid existing adapter wins, a broken one is replaced."""
