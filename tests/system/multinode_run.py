@@ -102,11 +102,14 @@ def _run(cluster: Cluster, work: Path, quixbugs: str) -> dict:
     return {
         "seconds": round(time.time() - t0, 1),
         "ended": bool(events) and events[-1]["event"] == "run_ended",
-        "judged": [(e["generation"], e["genome_id"], e["problem"]) for e in events
-                   if e["event"] == "candidate_judged"],
+        "judged": [(e["phase"], e["generation"], e["genome_id"], e["problem"], e["sample"])
+                   for e in events if e["event"] == "candidate_judged"],
         "trained_keys": [e["key"] for e in events
                          if e["event"] == "adapter_ready" and e["outcome"] == "trained"],
-        "expected_judged": cfg.search.generations * cfg.search.population_size * len(train),
+        # every (genome, train problem, sample) of the search, then the final re-evaluation
+        "expected_judged": (cfg.search.generations * cfg.search.population_size
+                            + min(cfg.search.reevaluate_top, cfg.search.population_size))
+        * len(train) * cfg.search.samples_per_problem,
         "removed": pools.removed, "generator": generator, "trainer": trainer, "cache": cache,
         "cache_node": cache_node, "head_node": cluster.head_node.node_id,
         "store": str(work / "store"),
