@@ -110,6 +110,7 @@ def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
     if not held_out or not cfg.run.held_out_eval:
         raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
+    plan(cfg, strategies, 1)  # an unknown strategy is a config error naming it
 
 
 def outcome_fields(cfg: Config) -> dict:
@@ -300,9 +301,19 @@ def summarise(root: str | Path) -> dict:
                 "verdict": stats.verdict(iv, a, b)}
     baselines = {name: _mean([per_seed[str(x)][name]["pass_at_k"] for x in seeds
                               if str(x) in per_seed]) for name in BASELINES}
+    runs = {a["name"]: _progress(root / a["name"], results[a["name"]] is not None)
+            for a in plan_doc["arms"]}
     return {"arms": arms, "baselines": baselines, "paired_difference": diff,
-            "replicates": len(done), "replicates_planned": replicates,
+            "replicates": len(done), "replicates_planned": replicates, "runs": runs,
             "budget_samples": plan_doc.get("budget_samples"), "compare_dir": str(root)}
+
+
+def _progress(path: Path, done: bool) -> dict:
+    """How far one arm got: finished, started (samples spent so far) or not started."""
+    if not (path / "events.jsonl").exists():
+        return {"state": "not started", "samples_used": 0}
+    return {"state": "finished" if done else "started",
+            "samples_used": spent(read_events(path)).samples}
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -326,5 +337,10 @@ def describe(doc: dict) -> str:
         lines.append(f"{name:<14} held-out pass@k " + ("-" if v is None else f"{v:.3f}"))
     if doc["paired_difference"]:
         lines.append(doc["paired_difference"]["verdict"])
+    unfinished = [f"{name} {r['state']} ({r['samples_used']} samples)"
+                  for name, r in doc.get("runs", {}).items() if r["state"] != "finished"]
+    if unfinished:
+        lines.append("not finished: " + ", ".join(unfinished) +
+                     "; run the same command again to resume")
     return "\n".join(lines)
 
