@@ -7,7 +7,7 @@ export CORAL_QUIXBUGS := $(QUIXBUGS)
 
 .PHONY: setup run smoke test test-all bench
 
-setup:
+setup:              ## venv, packages, the sandbox boundary (bubblewrap), the model
 	@scripts/setup_env.sh
 	@$(VENV)/coral model pull
 
@@ -22,3 +22,6 @@ test: setup         ## the fast test suite (what CI runs)
 
 test-all: setup     ## including the slow SmolLM2 training tests
 	$(VENV)/python -m pytest -q -m ''
+
+bench: setup        ## the judge's throughput and full-run time (JSON, with the isolation used)
+	$(VENV)/python scripts/bench_judge.py

@@ -7,12 +7,14 @@ kernel boundary (coral.judge.boundary). Two processes:
   (seccomp program, work dir), then one JSON request per line, each answered by one JSON line
   on stdout carrying the request's id;
 - the *zygote*, forked at start-up before any request is read, so its memory never holds a
-  candidate's source or results: on each byte from the supervisor it forks one candidate
-  process (coral.judge.candidate), reports its pid, reaps it and reports its exit status.
+  candidate's source or results: on the supervisor's word it forks one candidate process
+  (coral.judge.candidate) and reports its pid, then kills it, reaps it and reports its exit
+  status (only the parent may signal a pid: once reaped, the pid may be someone else's).
 
 Per candidate the supervisor writes the job (source, test inputs — never expected answers —,
-limits) into the job pipe, reads the candidate's result lines with per-test deadlines, kills
-its session and empties the work dir. A test that times out or kills its process is recorded
+limits) into the job pipe, reads the candidate's result lines with per-test deadlines, has
+the zygote end the process and empties the work dir. It exits when the judge closes its
+stdin, even mid-candidate. A test that times out or kills its process is recorded
 and the remaining tests continue in a fresh process, until the candidate's budget runs out.
 Nothing a candidate sends is trusted: frames are size-capped and schema-checked (`_Reader`),
 and a server that saw a malformed frame asks the judge to retire it (``"recycle": true``).

@@ -10,7 +10,8 @@ The filter allows by default and refuses, with EPERM, what a candidate could use
 host, the fork server or another candidate: new processes (fork, vfork, clone without
 CLONE_THREAD, execve), signals to anything but its own process group, tracing and other
 processes' memory, pidfds, device nodes and FIFOs, mounts and namespaces, sockets, BPF,
-io_uring, keyrings, perf events, kernel modules. A syscall made with another architecture's
+io_uring, keyrings, perf events, kernel modules, System V IPC and message queues (which
+would outlive one candidate and reach the next). A syscall made with another architecture's
 calling convention (e.g. int 0x80 on x86-64) kills the process (libseccomp's default).
 """
 
@@ -36,6 +37,11 @@ DENIED_SYSCALLS = (
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
     "open_by_handle_at", "name_to_handle_at", "move_pages", "migrate_pages",
     "personality", "acct", "swapon", "swapoff", "reboot", "syslog", "quotactl",
+    # System V IPC and POSIX message queues outlive a process inside the sandbox's IPC
+    # namespace: a channel from one candidate to the next.
+    "shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop",
+    "semtimedop", "semctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+    "mq_notify", "mq_getsetattr",
 )
 _CLONE_THREAD = 0x00010000
 

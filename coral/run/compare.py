@@ -35,13 +35,15 @@ from typing import Any, Callable, Optional, Sequence
 
 from coral import config as cfgmod
 from coral.config import Config, ConfigError
+from coral.judge import fitness
 from coral.judge.quixbugs import Problem
 from coral.messages import Candidate, GenerationRequest
 from coral.run import stats
 from coral.run.budget import spent
 from coral.run.pipeline import HELDOUT, sample_seed
 from coral.run.pools import Pools
-from coral.run.rundir import RunDir, atomic_write_json, read_events, read_json
+from coral.run.rundir import (RunDir, atomic_write_json, read_events, read_json,
+                              relevant_fields)
 from coral.search.knobs import KNOBS, CheapKnobs, knobs_from_units
 
 log = logging.getLogger(__name__)
@@ -108,15 +110,26 @@ def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
     if not held_out or not cfg.run.held_out_eval:
         raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
+    plan(cfg, strategies, 1)  # an unknown strategy is a config error naming it
+
+
+def outcome_fields(cfg: Config) -> dict:
+    """What decides a finished run's results: the search-relevant fields plus where it stops
+    and what is checked at the end (not where or how fast it ran)."""
+    raw = cfgmod.to_dict(cfg)
+    return {**relevant_fields(cfg), "search.generations": cfg.search.generations,
+            "search.budget": raw["search"]["budget"], "run.held_out_eval": cfg.run.held_out_eval,
+            "run.held_out_top_k": cfg.run.held_out_top_k}
 
 
 def finished(arm: Arm) -> bool:
-    """The arm ran to its end with exactly this config (nothing left to resume)."""
+    """The arm ran to its end with this config's outcome fields (nothing left to resume);
+    a change of resources only (ray, storage, batch sizes) does not re-run it."""
     events = list(read_events(arm.path))
     if not events or events[-1]["event"] != "run_ended":
         return False
     try:
-        return cfgmod.to_dict(RunDir(arm.path).load_config()) == cfgmod.to_dict(arm.cfg)
+        return outcome_fields(RunDir(arm.path).load_config()) == outcome_fields(arm.cfg)
     except (ConfigError, OSError):
         return False
 
@@ -163,7 +176,8 @@ def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
                       seeds: Sequence[int], root: Path) -> dict:
     """Held-out pass@k of the baselines for every replicate seed (cached in baselines.json)."""
     key = {"model": cfg.model.base, "knobs": cfgmod.to_dict(cfg)["knobs"],
-           "problems": [p.name for p in held_out]}
+           "problems": [p.name for p in held_out], "n": cfg.search.samples_per_problem,
+           "k": cfg.search.pass_at_k}
     cached = read_json(root / BASELINES_FILE) or {}
     per_seed = dict(cached.get("per_seed", {})) if cached.get("key") == key else {}
     for seed in seeds:
@@ -176,16 +190,24 @@ def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
 
 def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
                     seed: int) -> dict:
-    """The three baselines with one replicate's sample seeds."""
+    """The three baselines with one replicate's held-out sample seeds.
+
+    default_knobs draws the same n samples per problem as the arms' held-out check (same
+    seeds, `search.samples_per_problem`); greedy decoding and the unchanged program give the
+    same answer whatever the seed, so one sample each is their exact pass@k.
+    """
     from coral.model.extract import extract_function
 
+    n = cfg.search.samples_per_problem
+    draws = {"unchanged": 1, "greedy_base": 1, "default_knobs": n}
     unchanged = [Candidate("unchanged", p.name, p.buggy_source) for p in held_out]
-    requests = []
-    for name, knobs in (("greedy_base", greedy_knobs(cfg)), ("default_knobs", default_knobs(cfg))):
-        requests += [GenerationRequest(
-            request_id=f"{name}/{p.name}", genome_id=name, problem=p.name,
-            buggy_source=p.buggy_source, adapter=None, knobs=knobs,
-            seed=sample_seed(seed, p.name, 0, HELDOUT)) for p in held_out]
+    requests = [GenerationRequest(
+        request_id=f"{name}/{p.name}/{i}", genome_id=name, problem=p.name,
+        buggy_source=p.buggy_source, adapter=None, knobs=knobs,
+        seed=sample_seed(seed, p.name, i, HELDOUT))
+        for name, knobs in (("greedy_base", greedy_knobs(cfg)),
+                            ("default_knobs", default_knobs(cfg)))
+        for p in held_out for i in range(draws[name])]
     by_name = {p.name: p for p in held_out}
     texts = _run(pools, pools.submit_generate(requests))
     generated = [Candidate(r.genome_id, r.problem,
@@ -194,9 +216,14 @@ def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
     verdicts = _run(pools, pools.submit_judge(unchanged + generated))
     out = {}
     for name in BASELINES:
-        mine = [v for v in verdicts if v.genome_id == name]
-        out[name] = {"pass_at_k": sum(v.fixed for v in mine) / len(mine),
-                     "fixed": sorted(v.problem for v in mine if v.fixed)}
+        correct = {p.name: 0 for p in held_out}
+        for v in verdicts:
+            if v.genome_id == name and v.fixed:
+                correct[v.problem] += 1
+        k = min(cfg.search.pass_at_k, draws[name])
+        out[name] = {"pass_at_k": sum(fitness.pass_at_k(draws[name], c, k)
+                                      for c in correct.values()) / len(held_out),
+                     "fixed": sorted(prob for prob, c in correct.items() if c)}
     return out
 
 
@@ -274,9 +301,19 @@ def summarise(root: str | Path) -> dict:
                 "verdict": stats.verdict(iv, a, b)}
     baselines = {name: _mean([per_seed[str(x)][name]["pass_at_k"] for x in seeds
                               if str(x) in per_seed]) for name in BASELINES}
+    runs = {a["name"]: _progress(root / a["name"], results[a["name"]] is not None)
+            for a in plan_doc["arms"]}
     return {"arms": arms, "baselines": baselines, "paired_difference": diff,
-            "replicates": len(done), "replicates_planned": replicates,
+            "replicates": len(done), "replicates_planned": replicates, "runs": runs,
             "budget_samples": plan_doc.get("budget_samples"), "compare_dir": str(root)}
+
+
+def _progress(path: Path, done: bool) -> dict:
+    """How far one arm got: finished, started (samples spent so far) or not started."""
+    if not (path / "events.jsonl").exists():
+        return {"state": "not started", "samples_used": 0}
+    return {"state": "finished" if done else "started",
+            "samples_used": spent(read_events(path)).samples}
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -300,5 +337,10 @@ def describe(doc: dict) -> str:
         lines.append(f"{name:<14} held-out pass@k " + ("-" if v is None else f"{v:.3f}"))
     if doc["paired_difference"]:
         lines.append(doc["paired_difference"]["verdict"])
+    unfinished = [f"{name} {r['state']} ({r['samples_used']} samples)"
+                  for name, r in doc.get("runs", {}).items() if r["state"] != "finished"]
+    if unfinished:
+        lines.append("not finished: " + ", ".join(unfinished) +
+                     "; run the same command again to resume")
     return "\n".join(lines)
 

@@ -104,6 +104,8 @@ def _root_causes(base: Path, data: Path, sock: str) -> dict[str, str]:
         "rc3_ctypes_preloaded": NEUTER + "libc = sys.modules['coral.judge.candidate']._LIBC\n"
                                 "libc.prctl(1, 0, 0, 0, 0)\n" + BODY
                                 + "    libc.kill(1, 19)\n    return libc.fork()\n",
+        "rc5_ipc_to_next_candidate": NEUTER + "libc = sys.modules['coral.judge.candidate']._LIBC\n"
+                                     + BODY + "    return libc.shmget(0x5eed, 4096, 0o1666)\n",
         "rc4_new_session_fork": NEUTER + BODY + "    os.setsid() if os.getsid(0) != os.getpid() "
                                 "else None\n    if os.fork() == 0:\n        os.setsid()\n"
                                 "        if os.fork() == 0:\n            while True:\n"
@@ -117,6 +119,8 @@ def _root_causes(base: Path, data: Path, sock: str) -> dict[str, str]:
                                "range(80000)]})\n"
                                "        os.write(3, (json.dumps({'k': 'r', 'i': 0, 'out': out})"
                                " + '\\n').encode())\n    return -1\n",
+        "rc5_oversized_frame": "import os\n" + BODY + "    os.write(3, b'7' * (9 << 20))\n"
+                               "    return a\n",
         "rc5_unhashable_kind": "import os\n" + BODY
                                + "    os.write(3, b'{\"k\": [1], \"i\": 0}\\n')\n    return a\n",
         "rc5_extra_lines": "import os\n" + BODY + "    os.write(3, b'{\"k\":\"end\",\"output\":\"\"}"
@@ -207,6 +211,8 @@ def test_the_kernel_boundary_is_what_stopped_them(verdicts):
                  "rc4_unix_socket"):
         assert "Operation not permitted" in seen[name], (name, seen[name])  # seccomp
     assert "got -1" in seen["rc3_ctypes_preloaded"]             # libc fork() refused
+    assert "got -1" in seen["rc5_ipc_to_next_candidate"]        # no System V shared memory
+    assert "result too large" in seen["rc5_oversized_frame"]  # 8 MiB per process, then cut
     assert "read outside the sandbox" in seen["read_test_data"]  # guard intact: guard stops it
     assert verdicts["infinite_loop"][0].tests[0].status.value == "TIMEOUT"
     assert verdicts["sys_exit_module"][0].status is CandidateStatus.CRASH

@@ -8,13 +8,17 @@ import json
 import pytest
 
 from cluster.driver import open_pools, run
-from coral.run.compare import compare_path, plan, replicate_seed, run_compare
+from coral.run.compare import compare_path, plan, replicate_seed, run_compare, summarise
 from coral.run.compare_report import json_line
 from coral.run.engine import problems_for
 from coral.run.rundir import read_events
 
 STRATEGIES = ("nsga2", "random")
-SMALL = ("search.population_size=2", "run.held_out_top_k=1", "dataset.max_train_problems=2")
+SMALL = ("search.population_size=2", "run.held_out_top_k=1", "dataset.max_train_problems=2",
+         "search.reevaluate_top=1")
+# 2 genomes x 2 problems x 2 samples = 8 samples a generation: the budget ends every run after
+# two generations, before search.generations (3) would.
+BUDGET = ("search.generations=3", "search.budget.samples=16")
 
 
 class KilledPools:
@@ -43,7 +47,7 @@ def test_replicate_seeds_are_shared_by_strategies_and_differ_between_replicates(
 
 
 def test_half_done_compare_resumes_only_what_is_missing(smoke_config):
-    cfg = smoke_config("smoke", *SMALL)
+    cfg = smoke_config("smoke", *SMALL, *BUDGET)
     train, held = problems_for(cfg)
     root = compare_path(cfg)
     ran: list[str] = []
@@ -61,6 +65,10 @@ def test_half_done_compare_resumes_only_what_is_missing(smoke_config):
         half = [e["event"] for e in read_events(root / "nsga2-r1")]
         assert "generation_summary" in half and half[-1] != "run_ended"
         assert not (root / "random-r1").exists()
+        partial = summarise(root)                         # a half-done compare already reads
+        assert partial["replicates"] == 1 and partial["arms"]["nsga2"]["samples_used"] == [16]
+        assert partial["runs"]["nsga2-r1"] == {"state": "started", "samples_used": 8}
+        assert partial["runs"]["random-r1"]["state"] == "not started"
         before = {n: (root / n / "events.jsonl").read_text() for n in ("nsga2-r0", "random-r0")}
 
         ran.clear()
@@ -76,12 +84,16 @@ def test_half_done_compare_resumes_only_what_is_missing(smoke_config):
         assert ran == [] and again == doc                 # nothing left to do
         assert (root / "baselines.json").stat().st_mtime_ns == baselines
 
-    # Equal budget: every replicate of every arm judged the same number of search samples,
-    # and the killed-and-resumed arm counted none twice.
-    per_run = (cfg.search.generations * cfg.search.population_size * len(train)
-               * cfg.search.samples_per_problem)
+    # Equal budget: every replicate of every arm stopped at the budget with the same number
+    # of search samples judged, and the killed-and-resumed arm counted none twice.
     for s in STRATEGIES:
-        assert doc["arms"][s]["samples_used"] == [per_run, per_run]
+        assert doc["arms"][s]["samples_used"] == [16, 16]
+    for name in ("nsga2-r0", "random-r1", "nsga2-r1"):
+        events = list(read_events(root / name))
+        assert [e["reason"] for e in events if e["event"] == "budget_spent"] == [
+            "budget spent: samples 16 of 16"]
+        assert events[-1]["event"] == "run_ended" and events[-1]["generations"] == 2
+    assert doc["budget_samples"] == 16
     line = json.loads(json_line(doc))
     assert set(line) >= {"arms", "baselines", "paired_difference", "replicates",
                          "budget_samples"}
