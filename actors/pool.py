@@ -8,7 +8,7 @@ paths): Ray must be able to run the constructor again on restart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import ray
 
@@ -24,9 +24,16 @@ def actor_options(cfg: Config, pool: PoolConfig) -> dict:
 class LeastLoaded:
     """`pool.size` actors of `worker_cls`; `call` sends a method call to the least loaded one."""
 
-    def __init__(self, worker_cls: type, cfg: Config, pool: PoolConfig, *args: Any) -> None:
-        actor_cls = ray.remote(worker_cls).options(**actor_options(cfg, pool))
-        self.actors = [actor_cls.remote(*args) for _ in range(pool.size)]
+    def __init__(self, worker_cls: type, cfg: Config, pool: PoolConfig, *args: Any,
+                 name_prefix: Optional[str] = None) -> None:
+        actor_cls = ray.remote(worker_cls)
+        options = actor_options(cfg, pool)
+        # Named actors (`<prefix>-<i>`) can be looked up by other actors, which then need
+        # no handles in their constructor arguments (those would not survive a restart).
+        self.names = [f"{name_prefix}-{i}" for i in range(pool.size)] if name_prefix else []
+        self.actors = [actor_cls.options(**options, **({"name": self.names[i]} if self.names
+                                                       else {})).remote(*args)
+                       for i in range(pool.size)]
         self._in_flight: list[list["ray.ObjectRef"]] = [[] for _ in self.actors]
 
     def _least_loaded(self) -> int:

@@ -1,17 +1,21 @@
 """TrainingPool: Ray actors, each holding one resident base model (a `coral.model.training.Trainer`).
 
 Each actor loads the base model and the training set once, then trains one adapter per call
-and writes it into the adapter store (shared by all actors: a directory on a shared file
-system or volume), returning its `AdapterRef`. Actors are created with `max_restarts` /
+and returns it as a value, an `AdapterBundle` (weights, config, metadata, checksum): the result
+lands in Ray's object store on the actor's node, and the CacheActor persists it and hands it
+on. No file system is shared with the other nodes. Actors are created with `max_restarts` /
 `max_task_retries` from `RayConfig`, so a training whose actor died is re-run on the restarted
 actor; a training that raises (bad genes, out of memory) propagates to the caller.
 
+The actors are named `<name_prefix>-<i>` so the CacheActor looks them up by name instead of
+receiving their handles as constructor arguments.
+
 Driver API::
 
-    pool = TrainingPool(cfg)            # cfg.ray.training_pool.size actors
-    ref = pool.submit(genes, key)       # ObjectRef[AdapterRef], least-loaded actor
+    pool = TrainingPool(cfg, name_prefix="coral-1a2b-train")
+    ref = pool.submit(genes, key)       # ObjectRef[AdapterBundle], least-loaded actor
     pool.identity()                     # (base model name, data version) for adapter keys
-    pool.actors                         # handles (tests kill one)
+    pool.actors, pool.names             # handles (tests kill one), their names
     pool.close()
 """
 
@@ -19,26 +23,26 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import uuid
 from typing import Optional
 
 import ray
 
 from actors import metrics
 from actors.pool import LeastLoaded
+from coral.adapters.bundle import AdapterBundle
 from coral.config import Config
 from coral.search.genome import HeavyGenes
-from coral.messages import AdapterRef
-from coral.adapters.store import store_from_config
 from coral.model.training import Trainer
 
 log = logging.getLogger(__name__)
 
 
 class TrainingWorker:
-    """Plain class behind the actor: a `Trainer` (base model resident) and the store."""
+    """Plain class behind the actor: a `Trainer` (base model resident)."""
 
-    def __init__(self, cfg: Config, store_root: Optional[str] = None) -> None:
-        self.store = store_from_config(cfg, store_root)
+    def __init__(self, cfg: Config) -> None:
         self.trainer = Trainer.from_config(cfg)
         self.trained = 0
 
@@ -50,29 +54,35 @@ class TrainingWorker:
         """(base model name, data version) this worker keys adapters with."""
         return self.trainer.identity()
 
-    def train_into(self, genes: HeavyGenes, key: str) -> AdapterRef:
-        """Train the adapter of `genes` and store it under `key`."""
+    def train(self, genes: HeavyGenes, key: str) -> AdapterBundle:
+        """Train the adapter of `genes` and return it as a value (nothing stays on disk)."""
         with metrics.busy("training"):
-            ref = self.trainer.train_into(self.store, genes, key)
+            out, meta = self.trainer.train(genes, key)
+        try:
+            bundle = AdapterBundle.from_dir(key, out, meta)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
         self.trained += 1
         metrics.adapter_trained()
-        return ref
+        return bundle
 
     def stats(self) -> dict:
-        """How many adapters this worker trained since it (re)started."""
-        return {"trained": self.trained, "pid": os.getpid()}
+        """How many adapters this worker trained since it (re)started, and where it runs."""
+        return {"trained": self.trained, "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id()}
 
 
 class TrainingPool(LeastLoaded):
     """`cfg.ray.training_pool.size` TrainingWorker actors; work goes to the least loaded."""
 
-    def __init__(self, cfg: Config, store_root: Optional[str] = None) -> None:
+    def __init__(self, cfg: Config, name_prefix: Optional[str] = None) -> None:
         self.cfg = cfg
-        super().__init__(TrainingWorker, cfg, cfg.ray.training_pool, cfg, store_root)
+        super().__init__(TrainingWorker, cfg, cfg.ray.training_pool, cfg,
+                         name_prefix=name_prefix or f"coral-{uuid.uuid4().hex[:8]}-train")
 
     def submit(self, genes: HeavyGenes, key: str) -> "ray.ObjectRef":
-        """ObjectRef of the AdapterRef of `genes`, trained and stored by one actor."""
-        return self.call("train_into", genes, key)
+        """ObjectRef of the AdapterBundle of `genes`, trained by one actor."""
+        return self.call("train", genes, key)
 
     def identity(self) -> tuple[str, str]:
         """(base model name, data version) of the first actor (all load the same config)."""

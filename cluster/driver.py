@@ -115,8 +115,8 @@ def launch(cfg: cfgmod.Config, resume: bool, quiet: bool, in_process: bool,
     from coral.run.rundir import run_path
 
     where = run_path(cfg)
-    with console(where, quiet=quiet, verbose=verbose,
-                 generations=cfg.search.generations) as progress:
+    with console(where, quiet=quiet, verbose=verbose, generations=cfg.search.generations,
+                 pass_at_k=cfg.search.pass_at_k) as progress:
         progress.write(f"coral run {cfg.run.name}: {cfg.search.generations} generation(s) of "
                        f"{cfg.search.population_size} genomes; details in {where / LOG_FILE}")
         try:

@@ -1,7 +1,8 @@
 """Connecting the driver to Ray: a local `ray.init` on a laptop, or joining a cluster.
 
 `ray.address` in the config decides: null starts a private local Ray with
-`ray.num_cpus` CPUs (GPUs are detected); "auto" joins the cluster this process runs in (what a
+`ray.num_cpus` CPUs (GPUs are detected), watched by cluster/reaper.py so that none of its
+processes outlives the driver; "auto" joins the cluster this process runs in (what a
 Ray job's driver does); "ray://host:10001" or "host:6379" joins that cluster. When Ray is
 already initialised in this process (tests, notebooks), it is used as is.
 """
@@ -38,6 +39,10 @@ def connect(ray_cfg: RayConfig) -> bool:
     from cluster.observe import route_driver_logs, route_worker_output
     route_driver_logs()
     if ray_cfg.address is None:
+        # A private Ray: its processes are marked and killed once this process is gone,
+        # however it ends (cluster/reaper.py).
+        from cluster.reaper import start_reaper
+        start_reaper()
         ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False, log_to_driver=True,
                  runtime_env=runtime_env)
         log.info("started local Ray: %s", ray.cluster_resources())
@@ -52,3 +57,6 @@ def disconnect(started: bool) -> None:
     """Shut Ray down if `connect` started it."""
     if started and ray.is_initialized():
         ray.shutdown()
+    if started:
+        from cluster.reaper import TOKEN_VAR
+        os.environ.pop(TOKEN_VAR, None)   # later children are not this Ray's

@@ -5,17 +5,19 @@
 
 Rank 0 starts ``ray start --head`` and, once `world_size` nodes have joined, runs
 `cluster.driver.run`; ranks > 0 ``ray start --address=HEAD --block`` and exit when the head
-goes away.  Runs, adapters and the model cache live on the Modal Volume `SPEC["volume"]`
-mounted at /vol (`modal_overrides`), committed every `commit_every_s` and at the end, so
-a retried or resubmitted function resumes from checkpoint.json (the driver resumes by
-default).  `modal.Retries` restarts the whole function after an infrastructure failure.
+goes away.  The Modal Volume `SPEC["volume"]` is mounted at /vol and written by rank 0 only
+(`modal_overrides`): the run directory and the persistent adapter store (the CacheActor runs
+on the driver's node). It is committed by rank 0 every `commit_every_s` and at the end, so a
+retried or resubmitted function resumes from checkpoint.json (the driver resumes by default).
+`modal.Retries` restarts the whole function after an infrastructure failure.
 
-Modal's limits shape this: a clustered container takes ALL GPUs of its host (``H100:8``)
-and CPU-only clusters do not exist, so the JudgePool's sandboxes run on the GPU hosts' CPUs;
-functions time out after at most 24 h (the run resumes on the next call).  With
-``CORAL_MODAL_NODES`` > 1, adapter files written in one container reach another only when
-the Volume is committed there and reloaded here, so a multi-node run needs an adapter store
-that is shared at once; one node (the default, up to 8 GPUs) has no such gap.
+Multi-node (``CORAL_MODAL_NODES`` > 1) needs no shared file system: trained adapters travel
+between containers through Ray's object store (the CacheActor hands out references, each
+generation actor fetches into its container's own /tmp), and with more than one node every
+container keeps its own model cache on local disk, so nothing is written to the Volume by
+two containers. Modal's limits shape the rest: a clustered container takes ALL GPUs of its
+host (``H100:8``) and CPU-only clusters do not exist, so the JudgePool's sandboxes run on the
+GPU hosts' CPUs; functions time out after at most 24 h (the run resumes on the next call).
 
 The Modal function only gathers rank/IPs and calls `entry`, a plain function that tests run
 on a local Ray.  `SPEC` is read from CORAL_MODAL_* environment variables at import, because
@@ -64,10 +66,17 @@ SPEC: dict = {
 IGNORE = [".venv", ".git", "runs", ".cache", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 
 
-def modal_overrides(mount: str = MOUNT) -> list[str]:
-    """Overrides putting runs, adapters and the model cache on the Volume; QuixBugs in the image."""
+LOCAL_CACHE = "/root/.cache/coral"   # a container's own disk
+
+
+def modal_overrides(mount: str = MOUNT, nodes: int = 1) -> list[str]:
+    """Overrides putting the run directory and the adapter store on the Volume (written by the
+    head only) and QuixBugs in the image; the model cache is on the Volume for one node, on
+    each container's own disk for several (containers do not see each other's Volume writes
+    until a commit and reload, and must not write the same files)."""
+    cache = f"{mount}/cache" if nodes == 1 else LOCAL_CACHE
     return [f"run.runs_dir={mount}/runs", f"storage.adapters={mount}/adapters",
-            f"model.cache_dir={mount}/cache", f"dataset.quixbugs={QUIXBUGS_IN_IMAGE}"]
+            f"model.cache_dir={cache}", f"dataset.quixbugs={QUIXBUGS_IN_IMAGE}"]
 
 
 def ray_start_command(rank: int, head_address: str, port: int, *,
@@ -207,8 +216,9 @@ def _run_on_modal(config_path: str, overrides: list[str]) -> str:
         rank, ips = _cluster_rank()
     else:
         rank, ips = 0, ["127.0.0.1"]
-    run_dir = entry(config_path, modal_overrides(SPEC["mount"]) + list(overrides), rank, len(ips),
-                    ips[0], ray_args=[f"--num-cpus={int(SPEC['cpu'])}"], commit=volume.commit,
+    run_dir = entry(config_path, modal_overrides(SPEC["mount"], len(ips)) + list(overrides),
+                    rank, len(ips), ips[0], ray_args=[f"--num-cpus={int(SPEC['cpu'])}"],
+                    commit=volume.commit if rank == 0 else None,   # only the head writes
                     commit_every_s=SPEC["commit_every_s"])
     return str(run_dir) if run_dir else ""
 

@@ -1,6 +1,8 @@
 """The engine's `Pools` on Ray: the pools as actors, handles as ObjectRefs, `ray.wait`.
 
-- adapters: `CacheActor.get` (single flight per key; misses go to the TrainingPool)
+- adapters: `CacheActor.get` (single flight per key; misses go to the TrainingPool); they
+  travel to generation actors through the object store (actors/adapter_fetch.py), so the
+  nodes share no file system
 - generation: `GenerationPool.submit(requests)` (least-loaded actor, model resident)
 - judging: `JudgePool.submit_batch(candidates)` (sandboxed, problems `ray.put` once)
 Every actor is created with `max_restarts` / `max_task_retries` from `cfg.ray`, so a killed
@@ -11,6 +13,7 @@ result later. The cap on work in flight (`cfg.ray.max_in_flight`) is applied by 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Optional, Sequence
 
 import ray
@@ -44,21 +47,25 @@ class RayPools:
     """`coral.run.pools.Pools` backed by Ray actor pools built from the config."""
 
     def __init__(self, cfg: Config, problems: Sequence[Problem]) -> None:
+        from actors.adapter_fetch import ObjectStoreAdapters
         from actors.cache_actor import make_cache
         from actors.generation_pool import GenerationPool
         from actors.judge_pool import JudgePool
         from actors.metrics import QueueDepth
         from actors.training_pool import TrainingPool
-        from coral.adapters.store import store_from_config
 
         self.cfg = cfg
         self.queues = QueueDepth()
         check_resources(cfg)
+        # Unique names: several runs (or tests) may share one cluster and namespace.
+        prefix = f"coral-{uuid.uuid4().hex[:8]}"
         self.judge_pool = JudgePool(cfg, tuple(problems))
         self.problems = self.judge_pool.problems        # calibrated once for the pool
-        self.generation_pool = GenerationPool(cfg)
-        self.training_pool = TrainingPool(cfg, str(store_from_config(cfg).root))
-        self.cache = make_cache(cfg, pool=self.training_pool)
+        store = cfg.storage
+        self.generation_pool = GenerationPool(cfg, ObjectStoreAdapters(
+            f"{prefix}-cache", store.local_max_adapters, store.local_adapters))
+        self.training_pool = TrainingPool(cfg, name_prefix=f"{prefix}-train")
+        self.cache = make_cache(cfg, self.training_pool, name=f"{prefix}-cache")
         log.info("pools: training %d, generation %d, test %d actor(s)",
                  cfg.ray.training_pool.size, cfg.ray.generation_pool.size,
                  cfg.ray.judge_pool.size)

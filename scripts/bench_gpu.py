@@ -34,22 +34,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
-import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from benchkit import Bench, free, gib, peak, timed  # noqa: E402  (scripts/benchkit.py)
 
 from coral import config as cfgmod  # noqa: E402
 from coral.adapters.store import checksum_dir  # noqa: E402
@@ -67,9 +66,6 @@ PROGRAMS = {
            "        return gcd(a % b, b)\n",
     "bitcount": "def bitcount(n):\n    count = 0\n    while n:\n        n ^= n - 1\n"
                 "        count += 1\n    return count\n",
-    "flatten": "def flatten(arr):\n    for x in arr:\n        if isinstance(x, list):\n"
-               "            for y in flatten(x):\n                yield y\n        else:\n"
-               "            yield flatten(x)\n",
     "sieve": "def sieve(max):\n    primes = []\n    for n in range(2, max + 1):\n"
              "        if any(n % p > 0 for p in primes):\n            primes.append(n)\n"
              "    return primes\n",
@@ -98,72 +94,6 @@ FULL = Shape("random:codellama-7b", "cuda", "bfloat16", 8, 768, 3, 64)
 # --quick only keeps the script from rotting: every phase runs, at the smallest sizes.
 QUICK = Shape("random:tiny", "cpu", "float32", 2, 32, 1, 4, requests=16, adapters=4,
               resident=4, swaps=10, reloads=1)
-
-
-class Bench:
-    """Emits measurements as JSON lines; keeps them for the summary."""
-
-    def __init__(self, out: Optional[Path]) -> None:
-        self.rows: list[dict] = []
-        self.out = open(out, "w") if out else None
-        self.failed: list[str] = []
-
-    def emit(self, measure: str, **fields: Any) -> dict:
-        """Print (and write) one measurement."""
-        row = {"measure": measure, **fields}
-        line = json.dumps(row)
-        print(line, flush=True)
-        if self.out:
-            self.out.write(line + "\n")
-            self.out.flush()
-        self.rows.append(row)
-        return row
-
-    def phase(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run one phase; a failure is reported as a measurement and the next phase runs."""
-        try:
-            return fn()
-        except Exception as exc:  # scarce GPU time: report it, keep measuring the rest
-            self.failed.append(name)
-            self.emit(name, error=f"{type(exc).__name__}: {exc}"[:500],
-                      traceback=traceback.format_exc(limit=4)[-1500:])
-            _free()
-            return None
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _free() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """(seconds, value) of one call, device work included."""
-    _sync()
-    start = time.perf_counter()
-    value = fn()
-    _sync()
-    return time.perf_counter() - start, value
-
-
-def gib(n: float) -> float:
-    return round(n / 2**30, 2)
-
-
-def peak_reset() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak() -> Optional[float]:
-    return gib(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
 def run_config(shape: Shape, cache_dir: Optional[str]) -> cfgmod.Config:
@@ -199,7 +129,7 @@ def time_training(bench: Bench, shape: Shape, loaded: tuple, use_dora: bool,
         model.enable_input_require_grads()
     peft_model = get_peft_model(model, lora_config(genes))
     try:
-        peak_reset()
+        peak(reset=True)
         warm_s, _ = timed(lambda: fit(peft_model, [batch], None, device, dtype, 2e-4))
         total, _ = timed(lambda: fit(peft_model, [batch] * shape.train_steps, None, device,
                                      dtype, 2e-4))
@@ -209,7 +139,7 @@ def time_training(bench: Bench, shape: Shape, loaded: tuple, use_dora: bool,
         if checkpointing:
             model.gradient_checkpointing_disable()
             model.disable_input_require_grads()
-        _free()
+        free()
     return bench.emit("train", variant="dora" if use_dora else "lora", r=16,
                       target_modules=len(ALL_MODULES), batch_size=shape.train_batch,
                       max_length=shape.train_length, gradient_checkpointing=checkpointing,
@@ -232,7 +162,7 @@ def training(bench: Bench, shape: Shape, loaded: tuple) -> None:
         if error is None:
             continue
         # Retried outside the except block: its traceback would keep the activations alive.
-        _free()
+        free()
         bench.emit(name, error=error, peak_gpu_mem_gib=peak())
         bench.phase(name + "_checkpointed", lambda: time_training(
             bench, shape, loaded, dora, cluster_steps, checkpointing=True))
@@ -335,7 +265,7 @@ def reload_vs_resident(bench: Bench, shape: Shape, saved: dict, folder: Path,
             gen.generate([req])
             gen.close()
         per.append(timed(serve)[0])
-        _free()
+        free()
     reload_s = statistics.mean(per)
     return bench.emit("resident_vs_reload", **saved,
                       reload_seconds_per_request=[round(s, 3) for s in per],
@@ -361,72 +291,38 @@ def swaps(bench: Bench, gen: Generator, refs: list[AdapterRef], resident: int) -
 
 # --------------------------------------------------------------------------- main
 
+# (summary key, measure[_variant], field) of the headline figures.
+SUMMARY = (
+    ("train_lora_seconds_per_step", "train_lora", "seconds_per_step"),
+    ("train_dora_seconds_per_step", "train_dora", "seconds_per_step"),
+    ("projected_seconds_per_adapter_lora", "train_lora", "projected_seconds_per_adapter"),
+    ("projected_seconds_per_adapter_dora", "train_dora", "projected_seconds_per_adapter"),
+    ("peak_gpu_mem_gib_lora", "train_lora", "peak_gpu_mem_gib"),
+    ("peak_gpu_mem_gib_dora", "train_dora", "peak_gpu_mem_gib"),
+    ("peak_gpu_mem_gib_generation", "generation", "peak_gpu_mem_gib"),
+    ("mixed_batch_vs_sequential", "generation", "mixed_batch_vs_sequential"),
+    ("mixed_vs_grouped", "generation", "mixed_vs_grouped"),
+    ("faster_batching", "generation", "faster_batching"),
+    ("tokens_per_s_per_gpu", "generation", "tokens_per_s_per_gpu"),
+    ("resident_vs_reload", "resident_vs_reload", "ratio"),
+    ("adapter_swap_ms", "adapter_swap", "median_ms"),
+    ("adapter_swap_growth", "adapter_swap", "growth"),
+)
+
+
 def summary(bench: Bench, shape: Shape, device_name: str) -> dict:
-    """The last line: headline figures and targets."""
-    by = {}
-    for row in bench.rows:
-        if "error" not in row:
-            key = row["measure"] + ("_" + row["variant"] if "variant" in row else "")
-            by[key] = row
-
-    def get(measure: str, field: str) -> Any:
-        return by.get(measure, {}).get(field)
-
-    return {"measure": "summary", "base": shape.base, "device": device_name,
-            "dtype": shape.dtype, "new_tokens": shape.new_tokens,
-            "train_lora_seconds_per_step": get("train_lora", "seconds_per_step"),
-            "train_dora_seconds_per_step": get("train_dora", "seconds_per_step"),
-            "projected_seconds_per_adapter": {
-                "lora": get("train_lora", "projected_seconds_per_adapter"),
-                "dora": get("train_dora", "projected_seconds_per_adapter")},
-            "peak_gpu_mem_gib": {"lora": get("train_lora", "peak_gpu_mem_gib"),
-                                 "dora": get("train_dora", "peak_gpu_mem_gib"),
-                                 "generation": get("generation", "peak_gpu_mem_gib")},
-            "mixed_batch_vs_sequential": get("generation", "mixed_batch_vs_sequential"),
-            "mixed_vs_grouped": get("generation", "mixed_vs_grouped"),
-            "faster_batching": get("generation", "faster_batching"),
-            "tokens_per_s_per_gpu": get("generation", "tokens_per_s_per_gpu"),
-            "resident_vs_reload": get("resident_vs_reload", "ratio"),
-            "adapter_swap_ms": get("adapter_swap", "median_ms"),
-            "adapter_swap_growth": get("adapter_swap", "growth"),
-            "failed": bench.failed,
+    """The last line: headline figures (null where a phase failed or was skipped), targets."""
+    by = {row["measure"] + ("_" + row["variant"] if "variant" in row else ""): row
+          for row in bench.rows if "error" not in row}
+    figures = {key: by.get(measure, {}).get(field) for key, measure, field in SUMMARY}
+    return {"base": shape.base, "device": device_name, "dtype": shape.dtype,
+            "new_tokens": shape.new_tokens, **figures, "failed": bench.failed,
             "targets": {"mixed_batch_vs_sequential": 3, "resident_vs_reload": 20}}
 
 
-def parse(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="random:tiny on CPU, small shapes (CI; under a minute)")
-    parser.add_argument("--base", help="model.base (default random:codellama-7b)")
-    parser.add_argument("--device", help="cuda | cpu (default cuda; cpu with --quick)")
-    parser.add_argument("--new-tokens", type=int, help="tokens per request")
-    parser.add_argument("--out", type=Path, help="also write the JSON lines here")
-    parser.add_argument("--cache-dir", help="model.cache_dir (where the tokenizer folder is)")
-    parser.add_argument("--skip", default="", help="phases to skip: train,reload,swap")
-    return parser.parse_args(argv)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    shape = QUICK if args.quick else FULL
-    shape = dataclasses.replace(
-        shape, base=args.base or shape.base, device=args.device or shape.device,
-        dtype="float32" if (args.device or shape.device) == "cpu" else shape.dtype,
-        new_tokens=args.new_tokens or shape.new_tokens)
-    if shape.device == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device (use --quick or --device cpu)", file=sys.stderr)
-        return 2
-    skip = set(filter(None, args.skip.split(",")))
-    bench = Bench(args.out)
-    cfg = run_config(shape, args.cache_dir)
-    device_name = (torch.cuda.get_device_name() if shape.device == "cuda"
-                   else f"cpu ({os.cpu_count()} cores)")
-    load_s, loaded = timed(lambda: load_base(cfg.model))
-    bench.emit("setup", base=shape.base, spec=loaded[2].name, device=device_name,
-               dtype=shape.dtype, parameters=sum(p.numel() for p in loaded[0].parameters()),
-               create_seconds=round(load_s, 2), torch=torch.__version__,
-               memory_gib=peak(), random_weights=shape.base.startswith("random:"))
+def measure(bench: Bench, shape: Shape, cfg: cfgmod.Config, loaded: tuple,
+            skip: set) -> None:
+    """All phases, in the order that keeps the base bare where it must be."""
     if "train" not in skip:
         bench.phase("train", lambda: training(bench, shape, loaded))
     with tempfile.TemporaryDirectory(prefix="coral-bench-gpu-") as tmp:
@@ -435,7 +331,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         saved = None if "reload" in skip else bench.phase(
             "save_base", lambda: save_base(loaded, root / "base"))
         gen = Generator(cfg, loaded=loaded)          # wraps the base with peft from here on
-        peak_reset()
+        peak(reset=True)
         gen_row = bench.phase("generation", lambda: generation(bench, shape, gen, refs))
         if gen_row and saved:
             per_request = gen_row["mixed_batch_seconds"] / gen_row["requests"]
@@ -445,11 +341,38 @@ def main(argv: Optional[list[str]] = None) -> int:
             bench.phase("adapter_swap", lambda: swaps(
                 bench, gen, copies(refs, root, shape.swaps), shape.resident))
         gen.close()
-    line = json.dumps(summary(bench, shape, device_name))
-    print(line, flush=True)
-    if bench.out:
-        bench.out.write(line + "\n")
-        bench.out.close()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="random:tiny, CPU, small (CI)")
+    parser.add_argument("--base", help="model.base (default random:codellama-7b)")
+    parser.add_argument("--device", help="cuda | cpu (default cuda; cpu with --quick)")
+    parser.add_argument("--new-tokens", type=int, help="tokens per request")
+    parser.add_argument("--out", type=Path, help="also write the JSON lines here")
+    parser.add_argument("--cache-dir", help="model.cache_dir (where the tokenizer folder is)")
+    parser.add_argument("--skip", default="", help="phases to skip: train,reload,swap")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    shape = QUICK if args.quick else FULL
+    device = args.device or shape.device
+    shape = dataclasses.replace(shape, base=args.base or shape.base, device=device,
+                                dtype="float32" if device == "cpu" else shape.dtype,
+                                new_tokens=args.new_tokens or shape.new_tokens)
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device (use --quick or --device cpu)", file=sys.stderr)
+        return 2
+    bench = Bench(args.out)
+    cfg = run_config(shape, args.cache_dir)
+    device_name = (torch.cuda.get_device_name() if device == "cuda"
+                   else f"cpu ({os.cpu_count()} cores)")
+    load_s, loaded = timed(lambda: load_base(cfg.model))
+    bench.emit("setup", base=shape.base, spec=loaded[2].name, device=device_name,
+               dtype=shape.dtype, parameters=sum(p.numel() for p in loaded[0].parameters()),
+               create_seconds=round(load_s, 2), torch=torch.__version__,
+               memory_gib=peak(), random_weights=shape.base.startswith("random:"))
+    measure(bench, shape, cfg, loaded, set(filter(None, args.skip.split(","))))
+    bench.emit("summary", **summary(bench, shape, device_name))
     return 1 if bench.failed else 0
 
 

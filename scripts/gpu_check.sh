@@ -84,7 +84,7 @@ if [ "$MODE" = quick ]; then
   BENCH_ARGS=(--quick)
   CHECK_ARGS=(--set model.base=random:tiny --set model.device=cpu --set model.dtype=float32
               --set training.steps=1 --set training.batch_size=2 --set training.max_length=128
-              --set training.examples=16 "--set" "knobs.max_new_tokens=[4, 8]"
+              --set training.examples=16 --set knobs.max_new_tokens=8
               --set dataset.problems=[gcd,bitcount,sieve] --set search.population_size=2)
 else
   BENCH_ARGS=()

@@ -1,7 +1,6 @@
-"""Adapter storage behind one small interface, so an object store can be added later.
+"""Adapter storage: one folder per adapter key under a root directory.
 
-`DirectoryStore` keeps one folder per adapter key under a root on local disk, a shared file
-system or a mounted Modal volume:
+`DirectoryStore` keeps the adapters on a local disk (or a mounted volume):
 
     <root>/<key>/adapter_model.safetensors   peft weights
     <root>/<key>/adapter_config.json         peft config
@@ -12,11 +11,18 @@ A folder is assembled under a temporary name in the same root and renamed into p
 reader never sees a half-written adapter and a killed writer leaves only a `.tmp-*` folder.
 `coral.json` is the last file written, and `verify` recomputes the checksum, so a partial or
 corrupted adapter is detected rather than loaded.
+
+Who uses one: in-process runs train into and generate from one store; on Ray only the
+CacheActor writes the run's persistent store (on its own node: a local disk or the head's
+volume) and generation actors keep their own `coral.adapters.local.LocalAdapters`; adapters
+travel between nodes as `AdapterBundle` values (coral/adapters/bundle.py).
+
+The public surface is the `AdapterStore` Protocol below plus `write_bundle`/`read_bundle`;
+store management (listing, last use, garbage collection) builds on exactly these.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,12 +30,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Protocol, runtime_checkable
 
+from coral.adapters.bundle import META_FILE, WEIGHT_FILES, AdapterBundle, checksum_dir
 from coral.config import Config
 from coral.messages import AdapterRef
 
-META_FILE = "coral.json"
-# What a generator needs to load the adapter; the checksum covers exactly these.
-WEIGHT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+__all__ = ["AdapterStore", "DirectoryStore", "META_FILE", "WEIGHT_FILES", "checksum_dir",
+           "default_root", "store_from_config"]
 
 
 @runtime_checkable
@@ -44,18 +50,9 @@ class AdapterStore(Protocol):
     def meta(self, key: str) -> dict: ...
     def keys(self) -> list[str]: ...
     def write(self, key: str, src_dir: Path, meta: dict) -> AdapterRef: ...
+    def write_bundle(self, bundle: AdapterBundle) -> AdapterRef: ...
+    def read_bundle(self, key: str) -> AdapterBundle: ...
     def remove(self, key: str) -> None: ...
-
-
-def checksum_dir(folder: Path) -> str:
-    """sha256 over the weight files (names and contents); FileNotFoundError if one is missing."""
-    digest = hashlib.sha256()
-    for name in WEIGHT_FILES:
-        digest.update(name.encode() + b"\0")
-        with open(Path(folder) / name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 class DirectoryStore:
@@ -116,20 +113,27 @@ class DirectoryStore:
 
     def write(self, key: str, src_dir: Path, meta: dict) -> AdapterRef:
         """Copy a saved peft adapter into the store atomically, adding coral.json."""
-        target = self.local_path(key)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.root))
+        return self.write_bundle(AdapterBundle.from_dir(key, Path(src_dir), meta))
+
+    def write_bundle(self, bundle: AdapterBundle) -> AdapterRef:
+        """Store an adapter received as a value, atomically (an intact copy already there wins)."""
+        target = self.local_path(bundle.key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{bundle.key[:16]}-", dir=self.root))
         try:
-            for name in WEIGHT_FILES:
-                shutil.copy2(Path(src_dir) / name, tmp / name)
-            doc = dict(meta, key=key, checksum=checksum_dir(tmp))
-            (tmp / META_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
+            bundle.write_into(tmp)
             self._install(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if self.max_gb is not None:
             from coral.adapters.gc import collect  # LRU first; never what a live run uses
-            collect(self.root, max_gb=self.max_gb, keep={key})
-        return self.ref(key)
+            collect(self.root, max_gb=self.max_gb, keep={bundle.key})
+        return self.ref(bundle.key)
+
+    def read_bundle(self, key: str) -> AdapterBundle:
+        """A stored adapter as a value (FileNotFoundError when absent; not verified here)."""
+        folder = self.local_path(key)
+        files = {name: (folder / name).read_bytes() for name in WEIGHT_FILES}
+        return AdapterBundle(key, files, self.meta(key))
 
     def _install(self, tmp: Path, target: Path) -> None:
         """Rename `tmp` to `target`; a valid existing adapter wins, a broken one is replaced."""

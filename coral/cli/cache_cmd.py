@@ -53,8 +53,11 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def _mib(n: int) -> str:
-    """Bytes as MiB with one decimal."""
-    return f"{n / 2 ** 20:.1f} MiB"
+    """Bytes as GiB, MiB or KiB with one decimal."""
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1024:.1f} KiB"
 
 
 def _when(t: float, now: float) -> str:

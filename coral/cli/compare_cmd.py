@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 3)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on the last line")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: summarise what the compare directory holds so far "
+                        "(a running or interrupted comparison) and rewrite compare.md")
     p.add_argument("--in-process", action="store_true",
                    help="run the pools in this process instead of Ray actors (debugging)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -36,11 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _compare(args: argparse.Namespace) -> int:
     """Load the config, run (or resume) the comparison, print the summary."""
     from coral import config as cfgmod
-    from coral.run.compare import check_plan, compare_path, describe, run_compare
-    from coral.run.compare_report import json_line
+    from coral.run.compare import check_plan, compare_path, run_compare
     from coral.run.engine import ResumeRefused, problems_for
 
     cfg = cfgmod.load(args.config, args.overrides)
+    if args.report_only:
+        return _report_only(compare_path(cfg), args.json)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     train, held = problems_for(cfg)
     check_plan(cfg, strategies, args.replicates, held)  # before any pool is started
@@ -57,8 +61,29 @@ def _compare(args: argparse.Namespace) -> int:
     except ResumeRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return _print(doc, compare_path(cfg), args.json)
+
+
+def _report_only(root, as_json: bool) -> int:
+    """Summarise a compare directory without running anything."""
+    from coral.run.compare import summarise
+    from coral.run.compare_report import write_compare_report
+
+    if not (root / "plan.json").exists():
+        print(f"error: {root} is not a compare directory (no plan.json)", file=sys.stderr)
+        return 2
+    doc = summarise(root)
+    write_compare_report(root, doc)
+    return _print(doc, root, as_json)
+
+
+def _print(doc: dict, root, as_json: bool) -> int:
+    """The summary's text, where compare.md is, and the JSON line last."""
+    from coral.run.compare import describe
+    from coral.run.compare_report import json_line
+
     print(describe(doc))
-    print(f"report:  {compare_path(cfg) / 'compare.md'}")
-    if args.json:
+    print(f"report:  {root / 'compare.md'}")
+    if as_json:
         print(json_line(doc))
     return 0

@@ -54,11 +54,22 @@ class RayConfig:
 class StorageConfig:
     """Where trained adapters are kept."""
 
-    adapters: Optional[str] = setting(None, doc="adapter store (null: <model cache>/adapters)")
+    adapters: Optional[str] = setting(
+        None, doc="the run's persistent adapter store, written once per adapter by the cache "
+                  "on the driver's node (null: <model cache>/adapters); other nodes never "
+                  "read it, so it need not be shared")
     max_gb: Optional[float] = setting(
         None, gt=0.0, doc="GiB the adapter store may hold: after each training the least "
         "recently used adapters are removed until it fits, never one a run that is not "
         "finished uses (null: no limit; `coral cache gc` prunes by hand)")
+    local_adapters: Optional[str] = setting(
+        None, doc="directory under which each generation actor keeps the adapters it fetched "
+                  "through Ray's object store, on its own node's disk (null: the system "
+                  "temporary directory)")
+    local_max_adapters: int = setting(
+        32, ge=1, doc="adapters each generation actor keeps in its local directory, least "
+                      "recently used evicted first (>= generation.max_resident_adapters "
+                      "avoids fetching an adapter again while it is resident)")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,13 @@ def backend_factory(name: str) -> BackendFactory:
                      f"{', '.join(known_backends())} (or a module:attribute path)")
 
 
-def create_backend(cfg: Any) -> GenerationBackend:
-    """Build the backend that `cfg.generation.backend` names, for the whole run config."""
-    return backend_factory(cfg.generation.backend)(cfg)
+def create_backend(cfg: Any, adapters: Any = None) -> GenerationBackend:
+    """Build the backend that `cfg.generation.backend` names, for the whole run config.
+
+    `adapters` (a coral.adapters.local.AdapterSource: `path(ref)` -> a local folder with the
+    checked adapter) is where a backend on Ray finds adapters trained on other nodes; it is
+    passed as the keyword `adapters` only when given, so a factory of `cfg` alone still works
+    in-process.
+    """
+    factory = backend_factory(cfg.generation.backend)
+    return factory(cfg) if adapters is None else factory(cfg, adapters=adapters)

@@ -104,9 +104,13 @@ def _mixed_plans(requests: Sequence[GenerationRequest], order: list[int], batch_
 class Generator:
     """The resident base model plus an LRU of adapters; turns requests into texts."""
 
-    def __init__(self, cfg: Config, loaded: Optional[tuple] = None) -> None:
+    def __init__(self, cfg: Config, loaded: Optional[tuple] = None,
+                 adapters: Any = None) -> None:
         """`loaded`: a (model, tokenizer, spec) from load_base to serve instead of loading."""
         self.cfg = cfg
+        # An AdapterSource (coral.adapters.local): on Ray, the actor's own fetched copies;
+        # None: the adapter's uri or the configured store, seen from this process.
+        self.adapters = adapters
         self.gen = cfg.generation
         self.model, self.tokenizer, self.spec = loaded or load_base(cfg.model)
         self.base_loads = 1
@@ -150,6 +154,8 @@ class Generator:
 
     def adapter_path(self, ref: AdapterRef) -> Path:
         """Local folder of an adapter: its uri when that is a local folder, else the store's."""
+        if self.adapters is not None:
+            return Path(self.adapters.path(ref))
         uri = ref.uri[len("file://"):] if ref.uri.startswith("file://") else ref.uri
         if uri and Path(uri).is_dir():
             return Path(uri)

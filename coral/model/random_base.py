@@ -104,7 +104,8 @@ def build(shape: str, tokenizer: Any, device: str, dtype: Any) -> Any:
     model.eval()
     params = sum(p.numel() for p in model.parameters())
     own = SHAPES[shape]["vocab_size"]
-    widened = f" widened from {own} to cover the tokenizer" if own and own != config.vocab_size else ""
+    widened = (f" widened from {own} to cover the tokenizer"
+               if own and own != config.vocab_size else "")
     log.warning("model.base %s%s: RANDOM WEIGHTS (%.1fM parameters, vocab %d%s, %s/%s). "
                 "Timings are real; every answer is noise. Use it for benchmarks and dry "
                 "runs only.", PREFIX, shape, params / 1e6, config.vocab_size, widened,

@@ -12,10 +12,11 @@ Replicate r of every strategy runs with the same seed, `replicate_seed(run.seed,
 sample seeds derive from the run seed, so replicate r of every arm (and the baselines of
 replicate r) draws the same samples, and the strategies are compared by paired differences.
 Arms run in sequence, replicate by replicate (nsga2-r0, random-r0, nsga2-r1, ...), so a
-compare stopped half-way already holds complete pairs; all arms use one set of pools.
+compare stopped half-way already holds complete pairs (and their baselines, measured
+as each replicate completes); all arms use one set of pools.
 
 Resume: running the same command again skips finished arms (their events end with
-`run_ended` and their config snapshot is the arm's config), resumes the interrupted one from
+`run_ended` and their snapshot agrees on `outcome_fields`), resumes the interrupted one from
 its checkpoint, and reuses baselines already measured. A budget raised since is a different
 arm config: the arm resumes and spends the rest (search.budget is not search-relevant).
 
@@ -110,6 +111,7 @@ def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
     if not held_out or not cfg.run.held_out_eval:
         raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
+    plan(cfg, strategies, 1)  # an unknown strategy is a config error naming it
 
 
 def outcome_fields(cfg: Config) -> dict:
@@ -144,13 +146,14 @@ def run_compare(cfg: Config, strategies: Sequence[str], replicates: int, pools: 
         "budget_samples": cfg.search.budget.samples or None,
         "arms": [{"name": a.name, "strategy": a.strategy, "replicate": a.replicate,
                   "seed": a.seed} for a in arms]})
-    for arm in arms:
+    for i, arm in enumerate(arms):
         if finished(arm):
             log.info("compare: %s already finished", arm.name)
-            continue
-        log.info("compare: running %s (seed %d)", arm.name, arm.seed)
-        run_arm(arm.cfg, pools)
-    measure_baselines(cfg, pools, held_out, sorted({a.seed for a in arms}), root)
+        else:
+            log.info("compare: running %s (seed %d)", arm.name, arm.seed)
+            run_arm(arm.cfg, pools)
+        if (i + 1) % len(strategies) == 0:  # a replicate is complete: its baselines too
+            measure_baselines(cfg, pools, held_out, [arm.seed], root)
     doc = summarise(root)
     from coral.run.compare_report import write_compare_report
     write_compare_report(root, doc)
@@ -173,7 +176,8 @@ def greedy_knobs(cfg: Config) -> CheapKnobs:
 
 def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
                       seeds: Sequence[int], root: Path) -> dict:
-    """Held-out pass@k of the baselines for every replicate seed (cached in baselines.json)."""
+    """Held-out pass@k of the baselines for these replicate seeds (measured once per seed and
+    kept in baselines.json beside the others)."""
     key = {"model": cfg.model.base, "knobs": cfgmod.to_dict(cfg)["knobs"],
            "problems": [p.name for p in held_out], "n": cfg.search.samples_per_problem,
            "k": cfg.search.pass_at_k}
@@ -300,9 +304,19 @@ def summarise(root: str | Path) -> dict:
                 "verdict": stats.verdict(iv, a, b)}
     baselines = {name: _mean([per_seed[str(x)][name]["pass_at_k"] for x in seeds
                               if str(x) in per_seed]) for name in BASELINES}
+    runs = {a["name"]: _progress(root / a["name"], results[a["name"]] is not None)
+            for a in plan_doc["arms"]}
     return {"arms": arms, "baselines": baselines, "paired_difference": diff,
-            "replicates": len(done), "replicates_planned": replicates,
+            "replicates": len(done), "replicates_planned": replicates, "runs": runs,
             "budget_samples": plan_doc.get("budget_samples"), "compare_dir": str(root)}
+
+
+def _progress(path: Path, done: bool) -> dict:
+    """How far one arm got: finished, started (samples spent so far) or not started."""
+    if not (path / "events.jsonl").exists():
+        return {"state": "not started", "samples_used": 0}
+    return {"state": "finished" if done else "started",
+            "samples_used": spent(read_events(path)).samples}
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -326,5 +340,10 @@ def describe(doc: dict) -> str:
         lines.append(f"{name:<14} held-out pass@k " + ("-" if v is None else f"{v:.3f}"))
     if doc["paired_difference"]:
         lines.append(doc["paired_difference"]["verdict"])
+    unfinished = [f"{name} {r['state']} ({r['samples_used']} samples)"
+                  for name, r in doc.get("runs", {}).items() if r["state"] != "finished"]
+    if unfinished:
+        lines.append("not finished: " + ", ".join(unfinished) +
+                     "; run the same command again to resume")
     return "\n".join(lines)
 

@@ -51,7 +51,8 @@ def plot_arms(doc: dict, out: Path) -> Path:
     ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("held-out pass@k of the final pick")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_title(f"held-out pass@k, {doc['replicates']} replicate(s) per strategy")
     return _save(plt, fig, out)
 
@@ -72,7 +73,8 @@ def plot_curves(doc: dict, out: Path) -> Path:
     ax.set_ylabel("best search pass@k so far")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_title("best so far against budget, one line per replicate")
     return _save(plt, fig, out)
 
@@ -114,6 +116,11 @@ def markdown(doc: dict) -> str:
         md += [f"**Paired difference {diff['first']} - {diff['second']}**: "
                f"{diff['mean']:.3f}, 95% interval [{diff['ci95'][0]:.3f}, "
                f"{diff['ci95'][1]:.3f}]; {diff['verdict'].split(': ', 1)[1]}.", ""]
+    unfinished = [f"`{name}` {r['state']} ({r['samples_used']} samples)"
+                  for name, r in doc.get("runs", {}).items() if r["state"] != "finished"]
+    if unfinished:
+        md += ["Not finished: " + ", ".join(unfinished) + ". Running the same `coral compare` "
+               "command again resumes them.", ""]
     md += ["![held-out pass@k per arm](compare.png)", "",
            "![best so far against samples spent](curves.png)", "",
            "## How to read this", "",

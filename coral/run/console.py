@@ -82,14 +82,16 @@ class _ConsoleHandler(logging.Handler):
 
 @contextlib.contextmanager
 def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
-            generations: Optional[int] = None, out: Optional[TextIO] = None
+            generations: Optional[int] = None, pass_at_k: Optional[int] = None,
+            out: Optional[TextIO] = None
             ) -> Iterator[Progress]:
     """Route logs for one run; yield the Progress the engine reports to."""
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     out = out or sys.stdout
     # quiet: no bars, lines or heartbeats; CORAL's warnings and the final answer still show
-    progress = Progress(enabled=not quiet, out=out, generations=generations)
+    progress = Progress(enabled=not quiet, out=out, generations=generations,
+                        pass_at_k=pass_at_k)
     file_handler = logging.FileHandler(path / LOG_FILE, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -40,14 +40,10 @@ def _fixed(s: dict) -> str:
 
 
 def _pass_at_k(s: dict) -> Optional[str]:
-    """'best pass@k 0.375' when the summary carries pass@k (issue 10's scores), else None."""
-    scores = s.get("best_scores") or {}
-    for key in ("best_pass_at_k", "pass_at_k"):
-        if s.get(key) is not None:
-            return f"best pass@{s.get('k', 'k')} {s[key]:.3f}"
-    if "pass_at_k" in scores:
-        return f"best pass@{s.get('k', 'k')} {scores['pass_at_k']:.3f}"
-    return None
+    """'best pass@2 0.375': the best genome's `fixed` objective, which is pass@k per problem
+    (mean over problems) when the config scores with pass@k (`k` given), else None."""
+    fixed = (s.get("best_scores") or {}).get("fixed")
+    return None if not s.get("k") or fixed is None else f"best pass@{s['k']} {fixed:.3f}"
 
 
 # The fields of a generation line, in order; each returns its text or None (left out).
@@ -57,7 +53,8 @@ LINE_FIELDS: tuple[Callable[[dict], Optional[str]], ...] = (
     lambda s: f"best fitness {s['best_display']:.3f}" if "best_display" in s else None,
     _fixed,
     lambda s: f"cache hits {_rate(s.get('cache_hit_rate'))}",
-    lambda s: f"samples {s['samples']}" if s.get("samples") is not None else None,
+    lambda s: (f"samples spent {s['samples_spent']}" if s.get("samples_spent") is not None
+               else None),
     lambda s: f"{s['seconds']:.0f} s" if "seconds" in s else None,
 )
 
@@ -74,16 +71,18 @@ class Progress:
 
     def __init__(self, enabled: Optional[bool] = None, desc_prefix: str = "", *,
                  out: Optional[TextIO] = None, bars: Optional[bool] = None,
-                 generations: Optional[int] = None, heartbeat_s: float = HEARTBEAT_S) -> None:
+                 generations: Optional[int] = None, pass_at_k: Optional[int] = None,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
         self.out = out or sys.stdout
         tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.enabled = True if enabled is None else bool(enabled)
         self.bars = self.enabled and (tty if bars is None else bool(bars))
         self.generations = generations
+        self.pass_at_k = pass_at_k
         self.heartbeat_s = heartbeat_s
         self.counts = {s: 0 for s in STAGES}
         self.totals = {s: 0 for s in STAGES}
-        self.samples = 0                      # candidates generated since this driver started
+        self.samples = 0                      # answers generated since this driver started
         self._started = time.monotonic()
         self._last_line = self._started
         self._desc_prefix = desc_prefix
@@ -130,7 +129,7 @@ class Progress:
 
     def generation_done(self, summary: dict) -> None:
         """The line of a finished generation."""
-        self.write(generation_line(dict(summary, samples=summary.get("samples", self.samples)),
+        self.write(generation_line(dict(summary, k=self.pass_at_k, samples_spent=self.samples),
                                    self.generations))
 
     def tick(self, generation: int, phase: str = "search") -> None:

@@ -122,18 +122,18 @@ def _ray_cfg(tmp_path):
         "training": {"steps": 2, "batch_size": 2, "max_length": 128, "examples": 8,
                      "learning_rate": 0.01},
         "storage": {"adapters": str(tmp_path / "adapters")},
-        "ray": {"training_pool": {"size": 1, "num_cpus": 1}, "max_restarts": 1,
+        "ray": {"training_pool": {"size": 1, "num_cpus": 1}, "max_restarts": 3,
                 "max_task_retries": 1}})
 
 
 class _Identity:
     """What the tests need of the pool: identity() and actors (the cache's own trainers)."""
 
-    def __init__(self, cfg, actors) -> None:
+    def __init__(self, cfg, actors, names) -> None:
         from coral.model.loading import resolve
         from coral.model.training import data_version
 
-        self.actors = actors
+        self.actors, self.names = actors, names
         self._identity = (resolve(cfg.model).name, data_version(cfg.training))
 
     def identity(self) -> tuple[str, str]:
@@ -144,16 +144,17 @@ class _Identity:
 @pytest.fixture(scope="module")
 def ray_cache(ray_local, tmp_path_factory):
     """(ray, cfg, pool view, cache actor handle) over a fresh store, built as the engine
-    does: make_cache(cfg) alone, the driver keeping no handle to the training pool."""
+    does: the driver keeps the training pool, the cache finds its actors by name."""
     from actors.cache_actor import make_cache
+    from actors.training_pool import TrainingPool
 
     cfg = _ray_cfg(tmp_path_factory.mktemp("ray"))
-    cache = make_cache(cfg)
-    pool = _Identity(cfg, ray_local.get(cache.training_actors.remote()))
-    yield ray_local, cfg, pool, cache
+    pool = TrainingPool(cfg, name_prefix="coral-cachetest-train")
+    cache = make_cache(cfg, pool, name="coral-cachetest-cache")
+    view = _Identity(cfg, ray_local.get(cache.training_actors.remote()), pool.names)
+    yield ray_local, cfg, view, cache
     ray_local.kill(cache)
-    for actor in pool.actors:
-        ray_local.kill(actor)
+    pool.close()
 
 
 def test_ray_single_flight_persistence_and_corruption(ray_cache):
@@ -171,7 +172,7 @@ def test_ray_single_flight_persistence_and_corruption(ray_cache):
     assert sorted(r.outcome for r in ready).count("trained") == 1
 
     # restart persistence: a new cache actor over the same store hits, trains nothing
-    fresh = ray.remote(CacheActor).options(num_cpus=0).remote(cfg.storage.adapters, pool.actors)
+    fresh = ray.remote(CacheActor).options(num_cpus=0).remote(cfg.storage.adapters, pool.names)
     assert ray.get(fresh.get_ready.remote(key, GENES)).outcome == "hit"
     assert ray.get(fresh.stats.remote())["trainings"] == 0
 
@@ -191,16 +192,8 @@ def test_ray_cache_actor_restart_rebuilds_index(ray_cache):
     base_model, version = pool.identity()
     key = GENES.key(base_model, version)
     ray.get(cache.get.remote(key, GENES))
-    ray.kill(cache, no_restart=False)     # max_restarts=1: Ray restarts it
-    deadline = time.time() + 60
-    while True:
-        try:
-            found = ray.get(cache.lookup.remote(key), timeout=30)
-            break
-        except ray.exceptions.RayActorError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.5)
+    _restart(ray, cache)
+    found = ray.get(cache.lookup.remote(key), timeout=30)
     assert found is not None and found.key == key
     assert ray.get(cache.stats.remote())["trainings"] == 0   # a fresh actor, nothing retrained
 
@@ -232,3 +225,72 @@ def test_adapter_key_follows_data_version(ray_cache):
     other_version = data_version(other_cfg.training)
     assert other_version != version
     assert GENES.key(base_model, version) != GENES.key(base_model, other_version)
+
+
+def test_ray_adapters_travel_through_the_object_store(ray_cache, tmp_path):
+    """A fetcher never reads the cache's store: it receives the bytes by object reference,
+    checks them, keeps them in its own directory; a lost object is put again from the
+    persisted copy, a lost persisted copy is retrained once."""
+    from coral.adapters.bundle import AdapterBundle
+    from coral.adapters.store import DirectoryStore
+
+    ray, cfg, pool, cache = ray_cache
+    base_model, version = pool.identity()
+    key = GENES.key(base_model, version)
+    ref = ray.get(cache.get.remote(key, GENES))
+    from actors.adapter_fetch import ObjectStoreAdapters
+
+    # a stand-in generation actor: just the AdapterSource a generation actor holds
+    fetcher = ray.remote(ObjectStoreAdapters).options(num_cpus=0).remote(
+        "coral-cachetest-cache", 2, str(tmp_path / "local"))
+    folder = str(ray.get(fetcher.path.remote(ref)))
+    assert folder.startswith(str(tmp_path / "local")) and DirectoryStore(
+        folder.rsplit("/", 1)[0]).verify(key)
+    assert str(ray.get(fetcher.path.remote(ref))) == folder       # second use: local hit
+    stats = ray.get(fetcher.stats.remote())
+    assert stats["fetched"] == 1 and stats["local_hits"] == 1 and stats["local_keys"] == [key]
+
+    # the cache dies: the object it owned is lost; the restarted cache puts it again
+    [obj] = ray.get(cache.bundle.remote(key))       # a reference, not yet fetched here
+    _restart(ray, cache)
+    # A large object dies with its owner (ObjectLostError for whoever fetches it then); Ray
+    # may inline a small one into the reply. Either way the fetcher reports it and the
+    # restarted cache puts the persisted copy again.
+    [again] = ray.get(cache.reload.remote(key, obj.hex()), timeout=60)
+    assert isinstance(ray.get(again), AdapterBundle) and ray.get(again).checksum == ref.checksum
+    assert ray.get(again).verify() and ray.get(cache.stats.remote())["restored"] == 1
+
+    # the persisted copy is damaged and the object dropped: trained again, exactly once
+    assert ray.get(cache.get_ready.remote(key, GENES)).outcome == "hit"  # genes learnt again
+    store = DirectoryStore(cfg.storage.adapters)
+    (store.local_path(key) / "adapter_model.safetensors").write_bytes(b"broken")
+    before = ray.get(cache.stats.remote())["trainings"]
+    [fresh] = ray.get(cache.reload.remote(key, again.hex()))
+    assert ray.get(fresh).verify() and store.verify(key)
+    assert ray.get(cache.stats.remote())["trainings"] == before + 1
+    ray.get(cache.reload.remote(key, again.hex()))   # a stale report changes nothing
+    assert ray.get(cache.stats.remote())["trainings"] == before + 1
+    ray.kill(fetcher)
+
+
+def _pid(ray, actor) -> int:
+    """Process id of an actor (any actor: Ray's __ray_call__ runs a function in it)."""
+    import os
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+
+
+def _restart(ray, actor, seconds: float = 90.0) -> None:
+    """Kill `actor` with restart and wait until a new process answers (a kill takes effect
+    asynchronously: a call right after it may still reach the old process)."""
+    old = _pid(ray, actor)
+    ray.kill(actor, no_restart=False)
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if _pid(ray, actor) != old:
+                return
+        except ray.exceptions.RayActorError:
+            pass
+        if time.time() > deadline:
+            raise TimeoutError("the actor was not restarted")
+        time.sleep(0.5)

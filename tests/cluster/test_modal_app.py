@@ -64,6 +64,12 @@ def test_overrides_put_state_on_the_volume():
     assert cfg.model.cache_dir == "/vol/cache"
     assert cfg.dataset.quixbugs == modal_app.QUIXBUGS_IN_IMAGE
     assert cfg.search.generations == 2  # user overrides come after and win
+    # several nodes: the Volume is the head's alone, each container caches the model locally
+    many = cfgmod.load(REPO / "configs" / "cluster-codellama.yaml", modal_app.modal_overrides(
+        nodes=2))
+    assert (many.run.runs_dir, many.storage.adapters) == ("/vol/runs", "/vol/adapters")
+    assert many.model.cache_dir == modal_app.LOCAL_CACHE and not many.model.cache_dir.startswith(
+        "/vol")
 
 
 def test_ray_start_commands():

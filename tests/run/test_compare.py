@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cluster.driver import open_pools, run
-from coral.run.compare import compare_path, plan, replicate_seed, run_compare
+from coral.run.compare import compare_path, plan, replicate_seed, run_compare, summarise
 from coral.run.compare_report import json_line
 from coral.run.engine import problems_for
 from coral.run.rundir import read_events
@@ -65,6 +65,11 @@ def test_half_done_compare_resumes_only_what_is_missing(smoke_config):
         half = [e["event"] for e in read_events(root / "nsga2-r1")]
         assert "generation_summary" in half and half[-1] != "run_ended"
         assert not (root / "random-r1").exists()
+        partial = summarise(root)                         # a half-done compare already reads
+        assert partial["replicates"] == 1 and partial["arms"]["nsga2"]["samples_used"] == [16]
+        assert partial["runs"]["nsga2-r1"] == {"state": "started", "samples_used": 8}
+        assert partial["runs"]["random-r1"]["state"] == "not started"
+        assert partial["baselines"]["unchanged"] == 0.0   # measured with replicate 0's pair
         before = {n: (root / n / "events.jsonl").read_text() for n in ("nsga2-r0", "random-r0")}
 
         ran.clear()

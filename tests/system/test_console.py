@@ -26,9 +26,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # What must never reach the console: Ray's forwarded worker lines "(Actor pid=N)", Python
-# warnings, model-loading bars, and Ray's own driver notices.
+# warnings, model-loading bars, Ray's own driver notices and its core's C++ log lines
+# ("[2026-.. E 123 123] core_worker.cc:..", e.g. the restartable-actor warning).
 LEAKS = re.compile(r"\(\w+ pid=\d+|pid=\d+\)|Warning|WARNING|warnings\.warn|Loading weights|"
-                   r"worker\.py:\d+|INFO ")
+                   r"worker\.py:\d+|INFO |\.cc:\d+|^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+")
 
 
 def _screen(raw: bytes) -> list[str]:

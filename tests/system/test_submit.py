@@ -149,11 +149,11 @@ def test_entrypoint_finds_the_interpreter_that_runs_ray():
     assert Path(out.stdout.strip()) == Path(sys.executable).parent / "python"
 
 
-def _coral(*args: str, env: dict) -> subprocess.CompletedProcess:
+def _coral(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """`.venv/bin/coral ARGS` from the repository root, as docs/deploy.md runs it."""
     coral = Path(sys.executable).with_name("coral")
     return subprocess.run([str(coral), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
 
 
 def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir):
@@ -168,13 +168,16 @@ def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir):
     job_id = res.stdout.strip().splitlines()[-1]
     assert job_id == "coral-smoke-1"
     jc = jobs.client(ray_head)
-    try:
-        status = jobs.wait(jc, job_id, timeout_s=480, poll_s=2)
-    except TimeoutError:
+    try:   # `coral logs JOB --follow` streams until the job ends
+        followed = _coral("logs", job_id, "--follow", "--address", ray_head, env=env,
+                          timeout=480)
+    except subprocess.TimeoutExpired:
         jc.stop_job(job_id)
         raise
+    status = jobs.wait(jc, job_id, timeout_s=60, poll_s=1)
     logs = jc.get_job_logs(job_id)
     assert status == "SUCCEEDED", f"job {job_id} ended {status}; logs:\n{logs[-6000:]}"
+    assert "run directory:" in followed.stdout
     assert f"coral: driver interpreter {Path(sys.executable).parent / 'python'}" in logs
     run_dir = runs / "smoke"
     for name in ("checkpoint.json", "events.jsonl", "best.json"):
