@@ -2,8 +2,8 @@
 
 `kernel`: the fork server runs under bubblewrap (one `bwrap` per server) in new user, PID,
 mount, IPC, UTS, network and cgroup namespaces, as uid/gid 65534 with no capabilities and
-no_new_privs, exiting when the judge closes its stdin, and sees only: /usr (system libraries) and the Python installation, read-only;
-the six files of the coral package the server imports (read-only, under /sandbox/lib); a
+no_new_privs, exiting when the judge closes its stdin, and sees only: /usr (system
+libraries) and the Python installation, read-only; the six files of the coral package the server imports (read-only, under /sandbox/lib); a
 minimal read-only /dev; a size-limited tmpfs /tmp. No dataset, no project checkout, no host
 /tmp, no /proc, no /etc. Each candidate process it forks also loads the seccomp filter of
 `coral.judge.seccomp` (compiled here, on the host, by libseccomp).

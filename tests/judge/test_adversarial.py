@@ -123,7 +123,8 @@ def _root_causes(base: Path, data: Path, sock: str) -> dict[str, str]:
                                "    return a\n",
         "rc5_unhashable_kind": "import os\n" + BODY
                                + "    os.write(3, b'{\"k\": [1], \"i\": 0}\\n')\n    return a\n",
-        "rc5_extra_lines": "import os\n" + BODY + "    os.write(3, b'{\"k\":\"end\",\"output\":\"\"}"
+        "rc5_extra_lines": "import os\n" + BODY
+                           + "    os.write(3, b'{\"k\":\"end\",\"output\":\"\"}"
                            "\\n{\"id\":\"x\",\"status\":\"OK\"}\\n' * 20)\n    return -1\n",
         "rc5_stdout_garbage": "import os\n" + BODY + "    for fd in range(0, 40):\n"
                               "        try:\n            os.write(fd, b'garbage\\n{]\\n')\n"
