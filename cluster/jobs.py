@@ -1,8 +1,9 @@
 """Run CORAL on any Ray cluster as a Ray job (Ray's Job Submission SDK, dashboard port 8265).
 
 `submit` packages the repository as the job's `working_dir` (without .venv, .git, runs,
-caches), starts ``python -m cluster.driver CONFIG --set ...`` on the head node and returns
-the submission id. Ray does not retry jobs: a job that dies is resubmitted, and because the
+caches), starts ``python -m cluster.driver CONFIG --set ...`` on the head node (or, for a
+`Comparison`, ``python -m coral compare CONFIG --set ... --strategies ... --replicates R
+--json``) and returns the submission id. Ray does not retry jobs: a job that dies is resubmitted, and because the
 driver keeps its run directory under `run.runs_dir` (storage the cluster can reach) and
 resumes from checkpoint.json by default, the new job continues where the old one stopped.
 Submission ids are ``coral-<run name>-<attempt>`` so every resubmit of a run is visible in
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DRIVER_MODULE = "cluster.driver"
+COMPARE_COMMAND = ("coral", "compare")  # `python -m coral compare`, the command line's own
 # gitignore-style patterns, relative to the working_dir; Ray caps the upload (~500 MiB), and
 # shipping a virtualenv or old runs would be both slow and wrong on another machine.
 WORKING_DIR_EXCLUDES = (".venv", ".git", "runs", ".cache", "__pycache__", "*.pyc",
@@ -41,6 +43,19 @@ WORKING_DIR_EXCLUDES = (".venv", ".git", "runs", ".cache", "__pycache__", "*.pyc
 # explicitly with --env. The driver then forwards cluster.local.WORKER_ENV to its workers.
 SUBMIT_ENV = ("CORAL_QUIXBUGS", "CORAL_CACHE")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A job that runs `coral compare` instead of one run: its strategies and replicates."""
+
+    strategies: tuple[str, ...]
+    replicates: int
+
+    def arguments(self) -> list[str]:
+        """`coral compare`'s own options; --json so the job log ends with the summary."""
+        return ["--strategies", ",".join(self.strategies), "--replicates",
+                str(self.replicates), "--json"]
 
 
 @dataclass(frozen=True)
@@ -103,12 +118,16 @@ HEAD_PYTHON = (
 
 
 def entrypoint_for(config_rel: str, overrides: Iterable[str],
-                   env: dict[str, str] | None = None) -> str:
+                   env: dict[str, str] | None = None,
+                   comparison: Optional[Comparison] = None) -> str:
     """The shell command the job runs on the head node (`env` set for the driver only)."""
     parts = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items()))] if env else []
-    args = ["-m", DRIVER_MODULE, config_rel]
+    command = ["-m", *COMPARE_COMMAND] if comparison else ["-m", DRIVER_MODULE]
+    args = [*command, config_rel]
     for item in overrides:
         args += ["--set", item]
+    if comparison:
+        args += comparison.arguments()
     return " ".join(filter(None, [HEAD_PYTHON + "exec", shlex.join(parts), '"$PY"',
                                   shlex.join(args)]))
 
@@ -129,10 +148,14 @@ def runtime_env_for(root: Path, cfg: cfgmod.Config, env: dict[str, str] | None =
 
 def prepare(config_path: str | os.PathLike, overrides: Iterable[str] = (),
             env: dict[str, str] | None = None, pip: Optional[Iterable[str]] = None,
-            root: Path = REPO_ROOT) -> JobRequest:
+            root: Path = REPO_ROOT, comparison: Optional[Comparison] = None) -> JobRequest:
     """Validate the config here (errors surface before anything is uploaded) and build the job."""
     overrides = list(overrides)
     cfg = cfgmod.load(config_path, overrides)
+    if comparison:
+        from coral.run.compare import check_request
+
+        check_request(cfg, comparison.strategies, comparison.replicates)
     rel = config_in_repo(config_path, root)
     final = job_overrides(cfg, overrides)
     cfgmod.load(config_path, final)  # the exact config the driver will load
@@ -146,9 +169,11 @@ def prepare(config_path: str | os.PathLike, overrides: Iterable[str] = (),
     if cfg.dataset.quixbugs is None and "CORAL_QUIXBUGS" not in variables:
         log.warning("dataset.quixbugs is null and CORAL_QUIXBUGS is not set: the job will not "
                     "find QuixBugs unless the cluster's environment sets it")
-    metadata = {"coral_run": cfg.run.name, "config": rel, "runs_dir": cfg.run.runs_dir}
-    return JobRequest(cfg.run.name, entrypoint_for(rel, final, for_driver), runtime_env,
-                      metadata)
+    # A comparison's jobs are named after its compare directory, <run.name>-compare.
+    run_name = f"{cfg.run.name}-compare" if comparison else cfg.run.name
+    metadata = {"coral_run": run_name, "config": rel, "runs_dir": cfg.run.runs_dir}
+    return JobRequest(run_name, entrypoint_for(rel, final, for_driver, comparison),
+                      runtime_env, metadata)
 
 
 def slug(text: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coral.run.compare import DEFAULT_REPLICATES, DEFAULT_STRATEGIES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `compare` command."""
@@ -19,10 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config, e.g. configs/compare-local.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. search.budget.samples=400")
-    p.add_argument("--strategies", default="nsga2,random",
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help="comma-separated search strategies; the paired difference is "
                         "first - second (default: nsga2,random)")
-    p.add_argument("--replicates", type=int, default=3,
+    p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES,
                    help="runs per strategy; replicate r of every strategy shares its seeds "
                         "(default: 3)")
     p.add_argument("--json", action="store_true",

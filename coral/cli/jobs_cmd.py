@@ -23,6 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pip", action="append", default=[], metavar="REQUIREMENT",
                    help="runtime_env pip requirement when the cluster image lacks it (repeatable)")
     p.add_argument("--wait", action="store_true", help="stream the logs and wait for the end")
+    p.add_argument("--compare", action="store_true",
+                   help="run `coral compare` on the cluster instead of one run (job id "
+                        "coral-<run>-compare-<n>; resubmit to resume)")
+    p.add_argument("--strategies", default=None,
+                   help="with --compare: comma-separated strategies (default: nsga2,random)")
+    p.add_argument("--replicates", type=int, default=None,
+                   help="with --compare: runs per strategy (default: 3)")
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("logs", help="print (or --follow) a Ray job's logs")
@@ -63,7 +70,8 @@ def _submit(args: argparse.Namespace) -> int:
     """Submit; print the job id; with --wait follow the logs and exit 0 only on SUCCEEDED."""
     from cluster import jobs
 
-    request = jobs.prepare(args.config, args.overrides, _pairs(args.env), args.pip or None)
+    request = jobs.prepare(args.config, args.overrides, _pairs(args.env), args.pip or None,
+                           comparison=_comparison(args))
     jc = jobs.client(args.address)
     job_id = jobs.submit(jc, request)
     print(job_id)
@@ -73,6 +81,21 @@ def _submit(args: argparse.Namespace) -> int:
     status = jobs.wait(jc, job_id)
     print(f"{job_id}: {status}")
     return 0 if status == "SUCCEEDED" else 1
+
+
+def _comparison(args: argparse.Namespace):
+    """The `--compare` options as a `cluster.jobs.Comparison`, or None for one run."""
+    from cluster.jobs import Comparison
+    from coral.run.compare import DEFAULT_REPLICATES, DEFAULT_STRATEGIES
+
+    if not args.compare:
+        if args.strategies is not None or args.replicates is not None:
+            raise SystemExit("error: --strategies and --replicates need --compare")
+        return None
+    strategies = (DEFAULT_STRATEGIES if args.strategies is None else
+                  tuple(s.strip() for s in args.strategies.split(",") if s.strip()))
+    replicates = DEFAULT_REPLICATES if args.replicates is None else args.replicates
+    return Comparison(strategies, replicates)
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 PLAN_FILE, BASELINES_FILE, COMPARE_FILE = "plan.json", "baselines.json", "compare.json"
 BASELINES = ("unchanged", "greedy_base", "default_knobs")
+# `coral compare`'s defaults (and `coral submit --compare`'s): the paired difference is
+# first - second.
+DEFAULT_STRATEGIES, DEFAULT_REPLICATES = ("nsga2", "random"), 3
 # Run one arm in its run directory with the shared pools (cluster.driver.run in production).
 RunArm = Callable[[Config, Pools], Path]
 
@@ -101,17 +104,26 @@ def plan(cfg: Config, strategies: Sequence[str], replicates: int) -> list[Arm]:
     return arms
 
 
-def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
-               held_out: Sequence[Problem]) -> None:
-    """Refuse a comparison that could not say anything (before any compute is spent)."""
+def check_request(cfg: Config, strategies: Sequence[str], replicates: int) -> None:
+    """Refuse, from the config alone, a comparison that could not say anything (used by
+    `coral submit --compare` too, where the dataset is on the cluster, not here)."""
     if replicates < 1:
         raise ConfigError(f"--replicates must be >= 1, got {replicates}")
     if not strategies or len(set(strategies)) != len(strategies):
         raise ConfigError(f"--strategies must name distinct strategies, got {list(strategies)}")
-    if not held_out or not cfg.run.held_out_eval:
+    if cfg.dataset.held_out_fraction <= 0 or not cfg.run.held_out_eval:
         raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
     plan(cfg, strategies, 1)  # an unknown strategy is a config error naming it
+
+
+def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
+               held_out: Sequence[Problem]) -> None:
+    """`check_request`, and the split must leave held-out problems (before any compute)."""
+    check_request(cfg, strategies, replicates)
+    if not held_out:
+        raise ConfigError(f"{cfg.source}: the split leaves no held-out problem: raise "
+                          "dataset.held_out_fraction or list more dataset.problems")
 
 
 def outcome_fields(cfg: Config) -> dict:

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from cluster.driver import open_pools, run
-from coral.run.compare import compare_path, plan, replicate_seed, run_compare, summarise
+from coral.config import ConfigError
+from coral.run.compare import (check_plan, check_request, compare_path, plan, replicate_seed,
+                               run_compare, summarise)
 from coral.run.compare_report import json_line
 from coral.run.engine import problems_for
 from coral.run.rundir import read_events
@@ -44,6 +46,22 @@ def test_replicate_seeds_are_shared_by_strategies_and_differ_between_replicates(
     assert arms[0].seed == arms[1].seed == replicate_seed(0, 0) != arms[2].seed
     assert arms[1].cfg.search.strategy == "random" and arms[1].cfg.run.seed == arms[1].seed
     assert all(a.path.parent == compare_path(smoke_config("smoke")) for a in arms)
+
+
+def test_a_comparison_that_could_say_nothing_is_refused_before_compute(smoke_config):
+    """No replicate, a strategy twice (no pair), an unknown strategy, or nothing held out:
+    each is a config error naming the fix, raised before a pool starts or a job is sent."""
+    cfg = smoke_config("smoke")
+    check_request(cfg, STRATEGIES, 1)
+    for strategies, replicates, match in [(STRATEGIES, 0, "--replicates"),
+                                          (("nsga2", "nsga2"), 2, "distinct"),
+                                          (("nsga2", "annealing"), 2, "annealing")]:
+        with pytest.raises(ConfigError, match=match):
+            check_request(cfg, strategies, replicates)
+    with pytest.raises(ConfigError, match="held_out_fraction > 0"):
+        check_request(smoke_config("smoke", "dataset.held_out_fraction=0"), STRATEGIES, 1)
+    with pytest.raises(ConfigError, match="no held-out problem"):
+        check_plan(cfg, STRATEGIES, 1, held_out=())
 
 
 def test_half_done_compare_resumes_only_what_is_missing(smoke_config):

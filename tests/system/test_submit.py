@@ -8,6 +8,7 @@ Ray on the machine). Select alone with ``pytest -m submit``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -127,6 +128,27 @@ def test_prepare_builds_job_from_config(tmp_path, monkeypatch):
         jobs.prepare(outside)
 
 
+def test_prepare_builds_a_compare_job(monkeypatch):
+    """`coral submit --compare`: the job runs `python -m coral compare` with the same
+    overrides and its own options, is named after the compare directory, and a comparison
+    that could say nothing is refused here, before the upload."""
+    monkeypatch.delenv("CORAL_QUIXBUGS", raising=False)
+    monkeypatch.delenv("CORAL_CACHE", raising=False)
+    req = jobs.prepare(SMOKE, ["search.budget.samples=32"],
+                       comparison=jobs.Comparison(("nsga2", "random"), 2))
+    assert req.run_name == "smoke-compare" and req.metadata["coral_run"] == "smoke-compare"
+    assert req.entrypoint == (jobs.HEAD_PYTHON + 'exec "$PY" -m coral compare '
+                              "configs/smoke.yaml --set search.budget.samples=32 "
+                              "--set ray.address=auto --strategies nsga2,random "
+                              "--replicates 2 --json")
+    assert jobs.next_submission_id(req.run_name, ["coral-smoke-1"]) == "coral-smoke-compare-1"
+    with pytest.raises(cfgmod.ConfigError, match="--replicates"):
+        jobs.prepare(SMOKE, comparison=jobs.Comparison(("nsga2", "random"), 0))
+    with pytest.raises(cfgmod.ConfigError, match="held_out_fraction"):
+        jobs.prepare(SMOKE, ["dataset.held_out_fraction=0"],
+                     comparison=jobs.Comparison(("nsga2", "random"), 1))
+
+
 def test_submission_ids_count_attempts_per_run():
     """Resubmits of one run get the next attempt number; other runs' ids are ignored."""
     assert jobs.next_submission_id("smoke", []) == "coral-smoke-1"
@@ -189,3 +211,25 @@ def test_submit_smoke_config_succeeds(ray_head, tmp_path, quixbugs_dir):
     # a resubmit of the same run is a new, visible attempt (it resumes from the checkpoint)
     listed = [r["id"] for r in jobs.coral_jobs(jc)]
     assert jobs.next_submission_id("smoke", listed) == "coral-smoke-2"
+
+
+def test_submit_compare_runs_coral_compare_as_a_job(ray_head, tmp_path, quixbugs_dir):
+    """docs/running.md's "On a cluster": `coral submit CONFIG --compare` runs the comparison
+    as the job's driver; its log ends with the summary's JSON line and the compare directory
+    holds both arms at equal samples spent."""
+    env = dict(os.environ, CORAL_QUIXBUGS=str(quixbugs_dir))
+    env.pop("RAY_ADDRESS", None)
+    runs = tmp_path / "runs"
+    res = _coral("submit", "configs/smoke.yaml", "--address", ray_head, "--compare",
+                 "--replicates", "1", "--set", f"run.runs_dir={runs}",
+                 "--set", "search.budget.samples=32", "--wait", env=env, timeout=540)
+    assert res.returncode == 0, f"{res.stdout[-6000:]}\n{res.stderr[-3000:]}"
+    job_id = res.stdout.splitlines()[0]  # printed first, then the streamed log, then status
+    assert res.stdout.strip().splitlines()[-1] == f"{job_id}: SUCCEEDED"
+    assert job_id == "coral-smoke-compare-1"
+    logs = jobs.client(ray_head).get_job_logs(job_id)
+    summary = json.loads([line for line in logs.splitlines() if line.startswith("{")][-1])
+    assert summary["replicates"] == 1 and set(summary["arms"]) == {"nsga2", "random"}
+    used = [summary["arms"][s]["samples_used"][0] for s in ("nsga2", "random")]
+    assert used[0] == used[1] >= 32, used
+    assert (runs / "smoke-compare" / "compare.md").is_file()
