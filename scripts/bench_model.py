@@ -91,6 +91,48 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, value
 
 
+def measure_batching(gen: Generator, reqs: list, adapters: int,
+                     repeats: int) -> tuple[dict, float, float]:
+    """One mixed-adapter batch against the same requests one by one (median of `repeats`);
+    (the emitted line, batch seconds, sequential seconds)."""
+    batch_runs = [timed(lambda: gen.generate(reqs)) for _ in range(repeats)]
+    batch_s, batched = sorted(batch_runs, key=lambda run: run[0])[repeats // 2]
+    seq_s = statistics.median(timed(lambda: [gen.generate([r]) for r in reqs])[0]
+                              for _ in range(repeats))
+    tokens = sum(r.new_tokens for r in batched)
+    line = emit("mixed_batch", requests=len(reqs), adapters=adapters,
+                new_tokens=tokens, batch_seconds=round(batch_s, 3),
+                sequential_seconds=round(seq_s, 3), ratio=round(seq_s / batch_s, 2))
+    return line, batch_s, seq_s
+
+
+def measure_reload(cfg: Config, reqs: list, load_s: float, batch_s: float,
+                   seq_s: float) -> dict:
+    """A fresh Generator per request (each loads everything) against the resident one."""
+    reload = reqs[:3]
+    reload_s, _ = timed(lambda: [Generator(cfg).generate([r]) for r in reload])
+    per_reload = reload_s / len(reload)
+    per_batched, per_alone = batch_s / len(reqs), seq_s / len(reqs)
+    return emit("resident_vs_reload", base_load_seconds=round(load_s, 3),
+                reload_seconds_per_request=round(per_reload, 3),
+                resident_batched_seconds_per_request=round(per_batched, 3),
+                resident_alone_seconds_per_request=round(per_alone, 3),
+                ratio=round(per_reload / per_batched, 2),
+                ratio_unbatched=round(per_reload / per_alone, 2))
+
+
+def measure_swaps(cfg: Config, refs: list) -> dict:
+    """Activating adapters in turn with room for one: each activation is a load."""
+    swapper = Generator(dataclasses.replace(
+        cfg, generation=dataclasses.replace(cfg.generation, max_resident_adapters=1)))
+    swaps = []
+    for i in range(8):
+        s, _ = timed(lambda: swapper.activate(refs[i % len(refs)]))
+        swaps.append(s * 1000)
+    return emit("adapter_swap", swaps=len(swaps), median_ms=round(statistics.median(swaps), 2),
+                max_ms=round(max(swaps), 2), loads=swapper.adapter_loads)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, under a minute")
@@ -113,42 +155,13 @@ def main() -> int:
              steps=cfg.training.steps, batch_size=cfg.training.batch_size,
              max_length=cfg.training.max_length, all_adapters_seconds=round(train_s, 2))
         reqs = requests(refs, knobs)
-
         load_s, gen = timed(lambda: Generator(cfg))
         gen.generate(reqs[:2])                                  # warm-up, adapters resident
         gen.ensure_resident(refs)
         # The tiny model's calls take tenths of a second: take the median of a few.
-        repeats = 3 if args.quick else 1
-        batch_runs = [timed(lambda: gen.generate(reqs)) for _ in range(repeats)]
-        batch_s, batched = sorted(batch_runs, key=lambda run: run[0])[repeats // 2]
-        seq_s = statistics.median(timed(lambda: [gen.generate([r]) for r in reqs])[0]
-                                  for _ in range(repeats))
-        tokens = sum(r.new_tokens for r in batched)
-        mixed = emit("mixed_batch", requests=len(reqs), adapters=len(refs), new_tokens=tokens,
-                     batch_seconds=round(batch_s, 3), sequential_seconds=round(seq_s, 3),
-                     ratio=round(seq_s / batch_s, 2))
-
-        reload = reqs[:3]                                       # each one loads everything
-        reload_s, _ = timed(lambda: [Generator(cfg).generate([r]) for r in reload])
-        per_reload = reload_s / len(reload)
-        per_resident_batched = batch_s / len(reqs)
-        per_resident_alone = seq_s / len(reqs)
-        resident = emit("resident_vs_reload", base_load_seconds=round(load_s, 3),
-                        reload_seconds_per_request=round(per_reload, 3),
-                        resident_batched_seconds_per_request=round(per_resident_batched, 3),
-                        resident_alone_seconds_per_request=round(per_resident_alone, 3),
-                        ratio=round(per_reload / per_resident_batched, 2),
-                        ratio_unbatched=round(per_reload / per_resident_alone, 2))
-
-        swapper = Generator(dataclasses.replace(
-            cfg, generation=dataclasses.replace(cfg.generation, max_resident_adapters=1)))
-        swaps = []
-        for i in range(8):
-            s, _ = timed(lambda: swapper.activate(refs[i % len(refs)]))
-            swaps.append(s * 1000)
-        swap = emit("adapter_swap", swaps=len(swaps), median_ms=round(statistics.median(swaps), 2),
-                    max_ms=round(max(swaps), 2), loads=swapper.adapter_loads)
-
+        mixed, batch_s, seq_s = measure_batching(gen, reqs, len(refs), 3 if args.quick else 1)
+        resident = measure_reload(cfg, reqs, load_s, batch_s, seq_s)
+        swap = measure_swaps(cfg, refs)
     summary = {"base": base, "device": str(gen.device), "dtype": str(gen.dtype),
                "max_new_tokens": new_tokens,
                "resident_vs_reload": resident["ratio"],

@@ -170,9 +170,6 @@ class Trainer:
     def train(self, genes: HeavyGenes, key: str,
               out_dir: Optional[Path] = None) -> tuple[Path, dict]:
         """Train one adapter; save its peft files to `out_dir` or a temp dir; (dir, meta)."""
-        import torch
-        from peft import get_peft_model
-
         if key != self.key(genes):
             # The caller computed the key for other data or another base model: storing the
             # adapter under it would label it wrongly.
@@ -181,23 +178,9 @@ class Trainer:
         seed = train_seed(key, self.tcfg.data_seed)
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
-        pad_id = self.tokenizer.pad_token_id
-        batches = [collate(b, pad_id) for b in self._batches(seed)]
-        probe = collate(self.examples[: self.tcfg.batch_size], pad_id)
         out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="coral-adapter-"))
         start = time.perf_counter()
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            peft_model = get_peft_model(self.model, lora_config(genes))
-            try:
-                losses, before, after, trainable = self._fit(peft_model, batches, probe,
-                                                             device, dtype)
-                peft_model.save_pretrained(str(out), safe_serialization=True)
-            finally:
-                # Back to the bare base model whatever happened: the next call wraps it again.
-                self.model = peft_model.unload()
-                self.model.eval()
+        losses, before, after, trainable = self._train_and_save(genes, seed, out, device, dtype)
         seconds = time.perf_counter() - start
         meta = {"genes": genes.canonical(), "base_model": self.spec.name,
                 "data_version": self.data_version, "steps": self.tcfg.steps,
@@ -209,6 +192,29 @@ class Trainer:
                 "examples": len(self.examples)}
         log.info("trained %s in %.1fs: loss %.3f -> %.3f", key[:12], seconds, losses[0], losses[-1])
         return out, meta
+
+    def _train_and_save(self, genes: HeavyGenes, seed: int, out: Path, device: Any,
+                        dtype: Any) -> tuple[list[float], float, float, int]:
+        """Wrap the base model in a fresh adapter, fit it under `seed`, save it to `out`,
+        and unwrap the base model again whatever happens."""
+        import torch
+        from peft import get_peft_model
+
+        pad_id = self.tokenizer.pad_token_id
+        batches = [collate(b, pad_id) for b in self._batches(seed)]
+        probe = collate(self.examples[: self.tcfg.batch_size], pad_id)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            peft_model = get_peft_model(self.model, lora_config(genes))
+            try:
+                fitted = self._fit(peft_model, batches, probe, device, dtype)
+                peft_model.save_pretrained(str(out), safe_serialization=True)
+            finally:
+                # Back to the bare base model whatever happened: the next call wraps it again.
+                self.model = peft_model.unload()
+                self.model.eval()
+        return fitted
 
     def _fit(self, model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any
              ) -> tuple[list[float], float, float, int]:

@@ -92,25 +92,27 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+HOW_TO_READ = [
+    "## How to read this", "",
+    "- Each replicate is a whole run; replicate r of every strategy uses the same seed, hence "
+    "the same sample seeds, so the strategies are compared pair by pair.",
+    "- Intervals are percentile-bootstrap 95% intervals over replicates; with fewer than about "
+    "5 replicates they are too narrow (they cannot be wider than the replicates' range), so "
+    "treat them as optimistic.",
+    f"- An interval of the paired difference that spans 0 means {stats.NO_DIFFERENCE}; it does "
+    "not mean the strategies are equal.",
+    "- To detect a difference delta when the paired differences have standard deviation sd, "
+    "about 7.85 (sd / delta)^2 replicates are needed (5% two-sided, 80% power); see "
+    "docs/running.md.", ""]
+
+
 def markdown(doc: dict) -> str:
-    """The comparison as markdown: table, verdict, baselines, how to read it."""
+    """The comparison as markdown: table, verdict, unfinished arms, plots, how to read it."""
+    budget = f"{doc['budget_samples']} samples" if doc["budget_samples"] else \
+        "search.generations"
     md = ["# CORAL comparison", "",
           f"{doc['replicates']} of {doc['replicates_planned']} replicate(s) complete per "
-          "strategy; budget per run: " + (f"{doc['budget_samples']} samples" if
-                                          doc["budget_samples"] else "search.generations") +
-          ".", "",
-          "| arm | held-out pass@k (mean) | 95% interval | fixed (mean) | per replicate "
-          "| samples used |", "|---|---|---|---|---|---|"]
-    for name, arm in doc["arms"].items():
-        ci = arm["heldout_pass_at_k_ci95"]
-        md.append(f"| {name} | {_fmt(arm['heldout_pass_at_k_mean'])} | "
-                  f"{'-' if ci is None else f'[{ci[0]:.3f}, {ci[1]:.3f}]'} | "
-                  f"{_fmt(arm['heldout_fixed_mean'], '.2f')} | "
-                  f"{', '.join(f'{v:.3f}' for v in arm['heldout_pass_at_k'])} | "
-                  f"{', '.join(map(str, arm['samples_used']))} |")
-    for name, value in doc["baselines"].items():
-        md.append(f"| {name} ({BASELINE_WORDS[name]}) | {_fmt(value)} | | | | |")
-    md.append("")
+          f"strategy; budget per run: {budget}.", "", *_table(doc), ""]
     diff = doc["paired_difference"]
     if diff:
         md += [f"**Paired difference {diff['first']} - {diff['second']}**: "
@@ -122,19 +124,24 @@ def markdown(doc: dict) -> str:
         md += ["Not finished: " + ", ".join(unfinished) + ". Running the same `coral compare` "
                "command again resumes them.", ""]
     md += ["![held-out pass@k per arm](compare.png)", "",
-           "![best so far against samples spent](curves.png)", "",
-           "## How to read this", "",
-           "- Each replicate is a whole run; replicate r of every strategy uses the same "
-           "seed, hence the same sample seeds, so the strategies are compared pair by pair.",
-           "- Intervals are percentile-bootstrap 95% intervals over replicates; with fewer "
-           "than about 5 replicates they are too narrow (they cannot be wider than the "
-           "replicates' range), so treat them as optimistic.",
-           f"- An interval of the paired difference that spans 0 means {stats.NO_DIFFERENCE}; "
-           "it does not mean the strategies are equal.",
-           "- To detect a difference delta when the paired differences have standard "
-           "deviation sd, about 7.85 (sd / delta)^2 replicates are needed (5% two-sided, "
-           "80% power); see docs/running.md.", ""]
+           "![best so far against samples spent](curves.png)", "", *HOW_TO_READ]
     return "\n".join(md)
+
+
+def _table(doc: dict) -> list[str]:
+    """One row per arm (mean, interval, per replicate, samples used), then the baselines."""
+    rows = ["| arm | held-out pass@k (mean) | 95% interval | fixed (mean) | per replicate "
+            "| samples used |", "|---|---|---|---|---|---|"]
+    for name, arm in doc["arms"].items():
+        ci = arm["heldout_pass_at_k_ci95"]
+        rows.append(f"| {name} | {_fmt(arm['heldout_pass_at_k_mean'])} | "
+                    f"{'-' if ci is None else f'[{ci[0]:.3f}, {ci[1]:.3f}]'} | "
+                    f"{_fmt(arm['heldout_fixed_mean'], '.2f')} | "
+                    f"{', '.join(f'{v:.3f}' for v in arm['heldout_pass_at_k'])} | "
+                    f"{', '.join(map(str, arm['samples_used']))} |")
+    for name, value in doc["baselines"].items():
+        rows.append(f"| {name} ({BASELINE_WORDS[name]}) | {_fmt(value)} | | | | |")
+    return rows
 
 
 def write_compare_report(root: Path, doc: dict) -> Path:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import Callable, Iterator, Optional, TextIO
 
 from coral.run.progress import Progress
 
@@ -97,6 +97,21 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
     file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     shown = Progress(enabled=True, out=out, bars=False) if quiet else progress
     console_handler = _ConsoleHandler(shown, logging.INFO if verbose else logging.WARNING)
+    restore = _route_logs(file_handler, console_handler)
+    saved_stderr = sys.stderr
+    sys.stderr = _StderrToLog(logging.getLogger(STDERR_LOGGER), saved_stderr)
+    try:
+        yield progress
+    finally:
+        sys.stderr = saved_stderr
+        progress.close()
+        restore()
+        file_handler.close()
+
+
+def _route_logs(file_handler: logging.Handler,
+                console_handler: logging.Handler) -> Callable[[], None]:
+    """Send every record to run.log and CORAL's warnings to the console; return the undo."""
     root, ray_logger = logging.getLogger(), logging.getLogger("ray")
     workers = logging.getLogger(WORKER_LOGGER)
     saved = (root.level, list(root.handlers), list(ray_logger.handlers), ray_logger.propagate)
@@ -112,22 +127,18 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
     ray_logger.handlers = [h for h in ray_logger.handlers if not _prints_to_terminal(h)]
     ray_logger.propagate = True
     logging.captureWarnings(True)
-    saved_stderr = sys.stderr
-    sys.stderr = _StderrToLog(logging.getLogger(STDERR_LOGGER), saved_stderr)
-    try:
-        yield progress
-    finally:
-        sys.stderr = saved_stderr
-        progress.close()
+
+    def restore() -> None:
         logging.captureWarnings(False)
         root.removeHandler(file_handler)
         root.removeHandler(console_handler)
         workers.removeHandler(file_handler)
         workers.propagate = True
-        file_handler.close()
         root.setLevel(saved[0])
         root.handlers = saved[1]
         ray_logger.handlers, ray_logger.propagate = saved[2], saved[3]
+
+    return restore
 
 
 def _prints_to_terminal(handler: logging.Handler) -> bool:
