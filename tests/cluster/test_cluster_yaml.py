@@ -58,6 +58,9 @@ def test_autoscaler_yaml_is_valid(path):
     assert gpu and cpu, f"{path.name}: needs a GPU worker type and a CPU worker type"
     assert sum(types[n].get("max_workers", 0) for n in types) <= raw["max_workers"] + 1
     assert any("pip install" in c for c in raw["setup_commands"])
+    # the judge's kernel boundary: bubblewrap installed, user namespaces allowed in Docker
+    assert any("bubblewrap" in c and "libseccomp2" in c for c in raw["setup_commands"])
+    assert "--security-opt seccomp=unconfined" in raw["docker"]["run_options"]
     assert _image_python(raw["docker"]["image"]) >= _min_python()
     # `ray up` runs exactly these two steps before touching the cloud
     from ray.autoscaler._private.util import prepare_config, validate_config
