@@ -207,6 +207,9 @@ class Engine:
             self.genomes[genome.id] = self._record(g, genome, agg, samples)
         strategy.tell(scored)
         summary = self._summary(g, genomes, time.perf_counter() - t0)
+        # The budget's own count, over every driver of this run (a resumed run goes on
+        # counting, as `coral status` does), not this driver's.
+        summary["samples_spent"] = spent(self.rundir.events()).samples
         self.history.append(summary)
         self.events.write("generation_summary", **summary)
         self.progress.generation_done(summary)

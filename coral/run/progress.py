@@ -129,7 +129,8 @@ class Progress:
 
     def generation_done(self, summary: dict) -> None:
         """The line of a finished generation."""
-        self.write(generation_line(dict(summary, k=self.pass_at_k, samples_spent=self.samples),
+        spent_so_far = summary.get("samples_spent", self.samples)  # the engine's, on resume
+        self.write(generation_line(dict(summary, k=self.pass_at_k, samples_spent=spent_so_far),
                                    self.generations))
 
     def tick(self, generation: int, phase: str = "search") -> None:

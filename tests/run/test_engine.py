@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from coral import config as cfgmod
 from coral.objectives import NAMES
 from coral.run.engine import Engine, ResumeRefused, problems_for
+from coral.run.progress import Progress
 from coral.run.rundir import RunDir
 
 ENGINE_OVERRIDES = [
@@ -159,9 +161,16 @@ def test_resume_extends_a_finished_run(tmp_path, quixbugs_dir, pools):
     rd = make_engine(cfg, pools).run(resume=False)
     longer = engine_config(tmp_path, quixbugs_dir, "search.generations=2",
                            "run.held_out_eval=false")
-    make_engine(longer, pools).run(resume=True)
+    out = io.StringIO()
+    resumed = make_engine(longer, pools)
+    resumed.progress = Progress(enabled=True, out=out, bars=False)
+    resumed.run(resume=True)
     events = rd.events()
     assert [e["generation"] for e in events if e["event"] == "generation_summary"] == [0, 1]
+    # samples spent go on counting across drivers: 3 genomes x 2 problems x 2 samples a
+    # generation, so 24 after the resumed generation (this driver generated only 12)
+    assert [e["samples_spent"] for e in events if e["event"] == "generation_summary"] == [12, 24]
+    assert "samples spent 24" in out.getvalue()
     assert [e["event"] for e in events].count("run_started") == 2
     assert rd.load_checkpoint()["generation"] == 2
 
