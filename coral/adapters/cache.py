@@ -60,8 +60,11 @@ class CacheIndex:
         self.index.clear()
         for key in self.store.keys():
             if self.store.verify(key):
-                self.index[key] = self.store.ref(key)
-            else:
+                try:
+                    self.index[key] = self.store.ref(key)
+                except FileNotFoundError:
+                    pass  # pruned since it was verified (`coral cache gc`, storage.max_gb)
+            elif self.store.exists(key):   # a folder gone meanwhile was pruned, not broken
                 self.counts["corrupt"] += 1
                 log.warning("adapter %s in %s is corrupt or partial; it will be retrained",
                             key[:12], self.store)
@@ -69,6 +72,16 @@ class CacheIndex:
 
     def lookup(self, key: str) -> Optional[AdapterRef]:
         """The verified ref of `key`, or None; a corrupt stored adapter is removed."""
+        try:
+            return self._lookup(key)
+        except FileNotFoundError:
+            # Pruned between two looks by another process (`coral cache gc`, another run's
+            # storage.max_gb): a miss, as if it had never been stored.
+            self.index.pop(key, None)
+            return None
+
+    def _lookup(self, key: str) -> Optional[AdapterRef]:
+        """`lookup`; FileNotFoundError when the adapter vanishes while it is looked at."""
         ref = self.index.get(key)
         if ref is None and self.store.exists(key):
             ref = self.store.ref(key)   # written by another process since the rebuild
@@ -82,6 +95,8 @@ class CacheIndex:
             record_use(self.store.local_path(key))
             return ref
         self.index.pop(key, None)
+        if not self.store.exists(key):  # pruned while it was verified: a miss, not corrupt
+            return None
         self.counts["corrupt"] += 1
         log.warning("adapter %s failed verification; removing it to retrain", key[:12])
         self.store.remove(key)

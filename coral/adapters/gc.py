@@ -211,18 +211,30 @@ def collect(root: str | os.PathLike, *, max_gb: Optional[float] = None,
         return result
     removed = []
     for a in result.remove:
-        used = store.local_path(a.key) / USED_FILE
-        # used again since we looked (another run's hit): leave it
-        if used.exists() and used.stat().st_mtime > a.last_used:
-            continue
+        if _used_since(store.local_path(a.key) / USED_FILE, a.last_used):
+            continue  # another run's hit since we looked: leave it
         store.remove(a.key)
         removed.append(a)
     _clear_debris(store.root, now)
     return Plan(tuple(removed), result.total, result.protected)
 
 
+def _used_since(used: Path, last_used: float) -> bool:
+    """Whether the adapter's use mark is newer than `last_used` (False once it is gone)."""
+    try:
+        return used.stat().st_mtime > last_used
+    except FileNotFoundError:
+        return False
+
+
 def _clear_debris(root: Path, now: float) -> None:
     """Delete `.tmp-*` / `.old-*` folders left by killed writers (older than a day)."""
     for p in root.iterdir():
-        if p.name.startswith((".tmp-", ".old-")) and now - p.stat().st_mtime > STALE_TEMP_S:
+        if not p.name.startswith((".tmp-", ".old-")):
+            continue
+        try:
+            stale = now - p.stat().st_mtime > STALE_TEMP_S
+        except FileNotFoundError:
+            continue  # a live writer's folder, finished and removed since the listing
+        if stale:
             shutil.rmtree(p, ignore_errors=True)

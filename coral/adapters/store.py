@@ -153,7 +153,10 @@ class DirectoryStore:
         target = self.local_path(key)
         if target.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".old-{key[:16]}-", dir=self.root))
-            os.rename(target, trash / "old")
+            try:
+                os.rename(target, trash / "old")
+            except FileNotFoundError:
+                pass  # another process removed it first (gc, a concurrent retrain)
             shutil.rmtree(trash, ignore_errors=True)
 
 

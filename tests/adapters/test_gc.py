@@ -205,6 +205,41 @@ def test_concurrent_runs_touch_prune_and_train_safely(tmp_path):
     assert all(not p.name.startswith(".tmp-") for p in root.iterdir())
 
 
+def test_an_adapter_pruned_mid_lookup_is_a_miss_not_corrupt(tmp_path, monkeypatch):
+    """The windows the concurrent test can only hit by luck, opened on purpose: another
+    process prunes the adapter between two looks of `lookup`, of `rebuild` and of `collect`.
+    Each is a plain miss (no error, not counted as corrupt, nothing recreated)."""
+    store = DirectoryStore(tmp_path / "store")
+    for key in ("a", "b", "c"):
+        _write(store, key, tmp_path)
+    index = CacheIndex(store)
+    real_verify, real_ref = store.verify, store.ref
+
+    def pruned_while_verifying(key):   # the folder goes after exists(), before the checksum
+        store.remove(key)
+        return real_verify(key)
+    monkeypatch.setattr(store, "verify", pruned_while_verifying)
+    assert index.lookup("a") is None and index.counts["corrupt"] == 0
+    assert not store.local_path("a").exists()
+    monkeypatch.setattr(store, "verify", real_verify)
+
+    def pruned_before_ref(key):        # verified, then gone before its metadata is read
+        store.remove(key)
+        return real_ref(key)
+    monkeypatch.setattr(store, "ref", pruned_before_ref)
+    index.index.clear()
+    assert index.lookup("b") is None and "b" not in index.index
+    index.rebuild()
+    assert index.index == {} and index.counts["corrupt"] == 0
+
+    # collect lists a writer's temporary folder that is renamed away before it is looked at
+    debris = store.root / ".tmp-gone-1234"
+    real_iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(
+        [*real_iterdir(self), debris] if self == store.root else real_iterdir(self)))
+    collect(store.root, max_gb=1.0)   # no FileNotFoundError
+
+
 def test_plan_is_pure_and_respects_keep():
     from coral.adapters.gc import AdapterInfo
     ads = [AdapterInfo(k, {}, "m", 10, 0.0, t) for k, t in (("a", 1.0), ("b", 2.0), ("c", 3.0))]
