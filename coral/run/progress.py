@@ -82,7 +82,6 @@ class Progress:
         self.heartbeat_s = heartbeat_s
         self.counts = {s: 0 for s in STAGES}
         self.totals = {s: 0 for s in STAGES}
-        self.samples = 0                      # answers generated since this driver started
         self._started = time.monotonic()
         self._last_line = self._started
         self._desc_prefix = desc_prefix
@@ -110,8 +109,6 @@ class Progress:
     def advance(self, stage: str, n: int = 1) -> None:
         """n units of a stage finished."""
         self.counts[stage] += n
-        if stage == "generated":
-            self.samples += n
         bar = self._bars.get(stage)
         if bar is not None:
             bar.update(n)
@@ -129,9 +126,8 @@ class Progress:
 
     def generation_done(self, summary: dict) -> None:
         """The line of a finished generation."""
-        spent_so_far = summary.get("samples_spent", self.samples)  # the engine's, on resume
-        self.write(generation_line(dict(summary, k=self.pass_at_k, samples_spent=spent_so_far),
-                                   self.generations))
+        # samples_spent comes from the engine: the budget's count over every driver of the run
+        self.write(generation_line(dict(summary, k=self.pass_at_k), self.generations))
 
     def tick(self, generation: int, phase: str = "search") -> None:
         """Heartbeat without bars when nothing was printed for `heartbeat_s` seconds."""
