@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from coral.run.compare import DEFAULT_REPLICATES, DEFAULT_STRATEGIES
+from coral.run.compare import DEFAULT_REPLICATES, DEFAULT_STRATEGIES, parse_strategies
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key, e.g. search.budget.samples=400")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help="comma-separated search strategies; the paired difference is "
-                        "first - second (default: nsga2,random)")
+                        "first - second (default: %(default)s)")
     p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES,
                    help="runs per strategy; replicate r of every strategy shares its seeds "
-                        "(default: 3)")
+                        "(default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object on the last line")
     p.add_argument("--report-only", action="store_true",
@@ -47,7 +47,7 @@ def _compare(args: argparse.Namespace) -> int:
     cfg = cfgmod.load(args.config, args.overrides)
     if args.report_only:
         return _report_only(compare_path(cfg), args.json)
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    strategies = parse_strategies(args.strategies)
     train, held = problems_for(cfg)
     check_plan(cfg, strategies, args.replicates, held)  # before any pool is started
     from cluster.driver import open_pools, run  # Ray only for commands that use it

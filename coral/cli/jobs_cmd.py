@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coral.run.compare import DEFAULT_REPLICATES, DEFAULT_STRATEGIES, parse_strategies
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `submit`, `logs`, `stop` and `jobs` commands."""
@@ -27,9 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run `coral compare` on the cluster instead of one run (job id "
                         "coral-<run>-compare-<n>; resubmit to resume)")
     p.add_argument("--strategies", default=None,
-                   help="with --compare: comma-separated strategies (default: nsga2,random)")
+                   help="with --compare: comma-separated strategies (default: "
+                        f"{','.join(DEFAULT_STRATEGIES)})")
     p.add_argument("--replicates", type=int, default=None,
-                   help="with --compare: runs per strategy (default: 3)")
+                   help=f"with --compare: runs per strategy (default: {DEFAULT_REPLICATES})")
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("logs", help="print (or --follow) a Ray job's logs")
@@ -86,14 +89,13 @@ def _submit(args: argparse.Namespace) -> int:
 def _comparison(args: argparse.Namespace):
     """The `--compare` options as a `cluster.jobs.Comparison`, or None for one run."""
     from cluster.jobs import Comparison
-    from coral.run.compare import DEFAULT_REPLICATES, DEFAULT_STRATEGIES
 
     if not args.compare:
         if args.strategies is not None or args.replicates is not None:
             raise SystemExit("error: --strategies and --replicates need --compare")
         return None
     strategies = (DEFAULT_STRATEGIES if args.strategies is None else
-                  tuple(s.strip() for s in args.strategies.split(",") if s.strip()))
+                  parse_strategies(args.strategies))
     replicates = DEFAULT_REPLICATES if args.replicates is None else args.replicates
     return Comparison(strategies, replicates)
 

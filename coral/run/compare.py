@@ -54,6 +54,11 @@ BASELINES = ("unchanged", "greedy_base", "default_knobs")
 # `coral compare`'s defaults (and `coral submit --compare`'s): the paired difference is
 # first - second.
 DEFAULT_STRATEGIES, DEFAULT_REPLICATES = ("nsga2", "random"), 3
+
+
+def parse_strategies(text: str) -> tuple[str, ...]:
+    """`--strategies nsga2,random` as names (blanks dropped; `check_request` judges them)."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
 # Run one arm in its run directory with the shared pools (cluster.driver.run in production).
 RunArm = Callable[[Config, Pools], Path]
 
