@@ -134,12 +134,28 @@ def missing() -> tuple[str, ...]:
     except SeccompUnavailable as exc:
         gaps.append(str(exc))
     if not gaps:
-        probe = subprocess.run(bwrap_argv(1) + ["--", interpreter()[0], "-I", "-S", "-c", ""],
-                               capture_output=True, text=True, timeout=30)
+        probe = _probe_bwrap()
         if probe.returncode != 0:
             gaps.append(f"bwrap cannot create its namespaces here ({probe.stderr.strip()[:200]};"
                         " a container may need --privileged or user namespaces enabled)")
     return tuple(gaps)
+
+
+PROBE_TRIES = 3
+
+
+def _probe_bwrap() -> subprocess.CompletedProcess:
+    """Start an empty interpreter under bwrap. A probe killed by a signal says nothing about
+    namespaces (Ray kills a stopping worker's children first, and such a worker must not
+    report "this machine lacks bubblewrap" as its last word): run it again, and raise
+    RuntimeError, an infrastructure failure, if every try is killed."""
+    argv = bwrap_argv(1) + ["--", interpreter()[0], "-I", "-S", "-c", ""]
+    for _ in range(PROBE_TRIES):
+        probe = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if probe.returncode >= 0:
+            return probe
+    raise RuntimeError(f"the bwrap probe was killed by signal {-probe.returncode} "
+                       f"{PROBE_TRIES} times; is this process being stopped?")
 
 
 def choose(configured: str) -> Isolation:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -125,6 +126,31 @@ def test_isolation_strict_says_what_is_missing(monkeypatch, tmp_path):
             boundary.choose("strict")
         monkeypatch.delenv(boundary.ENV_OVERRIDE, raising=False)
         assert boundary.choose("auto").kind == "guard"  # auto falls back, with a warning
+    finally:
+        boundary.missing.cache_clear()
+
+
+def test_a_probe_killed_by_a_signal_is_not_a_missing_boundary(monkeypatch):
+    """Ray kills a stopping worker's children first: a bwrap probe that dies of a signal is run
+    again, and if it keeps dying that is an infrastructure error, never the verdict "this
+    machine cannot create namespaces" (which strict turns into IsolationUnavailable)."""
+    from coral.judge import boundary
+    real_run = subprocess.run
+    killed = {"left": 1}
+
+    def run(argv, **kw):
+        if killed["left"]:
+            killed["left"] -= 1
+            return subprocess.CompletedProcess(argv, -signal.SIGKILL, "", "")
+        return real_run(argv, **kw)
+    monkeypatch.setattr(boundary.subprocess, "run", run)
+    boundary.missing.cache_clear()
+    try:
+        assert boundary.missing() == ()            # killed once, then the real probe passes
+        killed["left"] = boundary.PROBE_TRIES
+        boundary.missing.cache_clear()
+        with pytest.raises(RuntimeError, match="killed by signal 9"):
+            boundary.missing()
     finally:
         boundary.missing.cache_clear()
 
