@@ -49,8 +49,9 @@ SPEC: dict = {
     "app_name": os.environ.get("CORAL_MODAL_APP", "coral"),
     "gpu": os.environ.get("CORAL_MODAL_GPU", "H100:8"),
     "nodes": int(os.environ.get("CORAL_MODAL_NODES", "1")),
-    # CPU cores and memory per container: the JudgePool's sandboxes run on these CPUs, and
-    # Ray is told this many (it would otherwise count the whole host's cores)
+    # Physical CPU cores and memory per container: the JudgePool's sandboxes run on these
+    # CPUs, and Ray is told twice as many logical CPUs (`ray_cpus`; it would otherwise count
+    # the whole host's)
     "cpu": float(os.environ.get("CORAL_MODAL_CPU", "32")),
     "memory_mb": int(os.environ.get("CORAL_MODAL_MEMORY_MB", str(256 * 1024))),
     "volume": os.environ.get("CORAL_MODAL_VOLUME", "coral"),
@@ -67,6 +68,20 @@ IGNORE = [".venv", ".git", "runs", ".cache", "**/__pycache__", "*.egg-info", ".p
 
 
 LOCAL_CACHE = "/root/.cache/coral"   # a container's own disk
+LOCAL_HF_HOME = "/root/.cache/huggingface"
+
+
+def ray_cpus(cpu: float) -> int:
+    """CPUs Ray is told per container: Modal's `cpu` counts physical cores, Ray counts
+    logical CPUs (two hardware threads per core), and each sandbox is one thread."""
+    return int(2 * cpu)
+
+
+def hf_home(mount: str = MOUNT, nodes: int = 1) -> str:
+    """Where Hugging Face keeps downloaded weights: on the Volume for one container, so a
+    retry or the next run does not download 13.5 GB again; each container's own disk for
+    several (they must not write the same files), as for the model cache."""
+    return f"{mount}/huggingface" if nodes == 1 else LOCAL_HF_HOME
 
 
 def modal_overrides(mount: str = MOUNT, nodes: int = 1) -> list[str]:
@@ -216,8 +231,10 @@ def _run_on_modal(config_path: str, overrides: list[str]) -> str:
         rank, ips = _cluster_rank()
     else:
         rank, ips = 0, ["127.0.0.1"]
+    # Before Ray starts: its workers inherit it (and the driver forwards it, cluster.local).
+    os.environ["HF_HOME"] = hf_home(SPEC["mount"], len(ips))
     run_dir = entry(config_path, modal_overrides(SPEC["mount"], len(ips)) + list(overrides),
-                    rank, len(ips), ips[0], ray_args=[f"--num-cpus={int(SPEC['cpu'])}"],
+                    rank, len(ips), ips[0], ray_args=[f"--num-cpus={ray_cpus(SPEC['cpu'])}"],
                     commit=volume.commit if rank == 0 else None,   # only the head writes
                     commit_every_s=SPEC["commit_every_s"])
     return str(run_dir) if run_dir else ""

@@ -1,5 +1,6 @@
-"""`coral config check FILE...` validates config files; `coral config show` prints one resolved,
-or with `--doc` every key with its type, default and meaning."""
+"""`coral config check FILE...` validates config files (with `--plan`, also what every actor
+takes against the card and the cluster: coral.run.plan); `coral config show` prints one
+resolved, or with `--doc` every key with its type, default and meaning."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("files", nargs="+")
     check.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a key, e.g. search.generations=5")
+    check.add_argument("--plan", action="store_true",
+                       help="also print the plan: every actor's CPUs, GPUs and estimated GPU "
+                            "memory against the card and the cluster (exit 1 if it does not fit)")
+    check.add_argument("--json", action="store_true", help="with --plan: the plan as JSON")
+    check.add_argument("--cluster", default=None, metavar="FILE",
+                       help="with --plan: the cluster definition to plan against "
+                            "(cluster/ray-aws.yaml, cluster/kuberay-rayjob.yaml, modal)")
     check.set_defaults(func=_check)
     show = csub.add_parser("show", help="print a config with every default filled in, or "
                                         "(--doc) every key with its meaning")
@@ -31,16 +39,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Validate each file; print one line per file; non-zero exit if any is invalid."""
+    """Validate each file; print one line per file (or its plan); non-zero exit if any is
+    invalid or, with --plan, does not fit."""
     bad = 0
+    cluster = None
+    if args.plan and args.cluster:
+        from cluster.definitions import read_cluster
+        cluster = read_cluster(args.cluster)
     for path in args.files:
         try:
-            cfgmod.load(path, args.overrides)
-            print(f"{path}: ok")
+            cfg = cfgmod.load(path, args.overrides)
         except cfgmod.ConfigError as exc:
             print(str(exc), file=sys.stderr)
             bad += 1
+            continue
+        if not args.plan:
+            print(f"{path}: ok")
+            continue
+        from coral.run.plan import make_plan, summary_lines
+
+        plan = make_plan(cfg, cluster)
+        print(json.dumps(plan, indent=2) if args.json else "\n".join(summary_lines(plan)))
+        for line in plan["problems"]:
+            print(f"{path}: {line}", file=sys.stderr)
+        bad += not plan["fits"]
     return 1 if bad else 0
+
+
+def plan_gate(cfg: cfgmod.Config, cluster=None) -> bool:
+    """The plan's check before a start (`coral run`, `submit`, `modal run`): True when it
+    fits; otherwise one line per problem on stderr."""
+    from coral.run.plan import make_plan
+
+    plan = make_plan(cfg, cluster)
+    for line in plan["problems"]:
+        print(f"error: {line}", file=sys.stderr)
+    if not plan["fits"]:
+        print(f"error: {cfg.source} does not fit (details: coral config check {cfg.source} "
+              "--plan)", file=sys.stderr)
+    return plan["fits"]
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -72,7 +72,13 @@ def _pairs(items: list[str]) -> dict[str, str]:
 def _submit(args: argparse.Namespace) -> int:
     """Submit; print the job id; with --wait follow the logs and exit 0 only on SUCCEEDED."""
     from cluster import jobs
+    from coral import config as cfgmod
+    from coral.cli.config_cmd import plan_gate
 
+    # The cluster's shape is not known from here: the plan checks memory against
+    # ray.gpu_memory_gib and the devices; the driver's check_resources sees the totals.
+    if not plan_gate(cfgmod.load(args.config, args.overrides)):
+        return 1
     request = jobs.prepare(args.config, args.overrides, _pairs(args.env), args.pip or None,
                            comparison=_comparison(args))
     jc = jobs.client(args.address)

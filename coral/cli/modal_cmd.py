@@ -56,10 +56,18 @@ def _relative(config: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     """Validate, then run `modal run`; its exit status is ours."""
-    from cluster.modal_app import modal_overrides
+    from cluster.definitions import modal_cluster
+    from cluster.modal_app import SPEC, modal_overrides, ray_cpus
+    from coral.cli.config_cmd import plan_gate
 
     rel = _relative(args.config)
-    cfgmod.load(args.config, modal_overrides() + args.overrides)
+    nodes = SPEC["nodes"] if args.nodes is None else args.nodes
+    cfg = cfgmod.load(args.config, modal_overrides(nodes=nodes) + args.overrides)
+    # The containers' shape is known here: a pool that cannot be placed would otherwise wait
+    # inside Modal until its 24-hour timeout.
+    if not plan_gate(cfg, modal_cluster(args.gpu or SPEC["gpu"], max(nodes, 1),
+                                        ray_cpus(SPEC["cpu"]))):
+        return 1
     env = dict(os.environ)
     if args.gpu:
         env["CORAL_MODAL_GPU"] = args.gpu

@@ -30,6 +30,12 @@ def _run(args: argparse.Namespace) -> int:
     from coral import config as cfgmod
 
     cfg = cfgmod.load(args.config, args.overrides)
+    if not args.in_process:   # the plan's check first: a pool that cannot start waits forever
+        from cluster.definitions import local_cluster
+        from coral.cli.config_cmd import plan_gate
+
+        if not plan_gate(cfg, local_cluster(cfg.ray) if cfg.ray.address is None else None):
+            return 1
     from cluster.driver import launch  # Ray is imported only by commands that use it
 
     return launch(cfg, resume=args.resume, quiet=args.quiet, in_process=args.in_process,

@@ -36,6 +36,8 @@ def _convert_optional(value: Any, args: tuple, path: str) -> Any:
 
 def _convert_literal(value: Any, args: tuple, path: str) -> Any:
     """Literal[...]: one of the listed values."""
+    if isinstance(value, bool) and "on" in args and "off" in args:
+        value = "on" if value else "off"   # YAML 1.1 reads a bare on/off as a boolean
     if value not in args:
         raise _Bad(path, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
     return value

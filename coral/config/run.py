@@ -42,6 +42,10 @@ class RayConfig:
     address: Optional[str] = setting(
         None, doc="null: start a private local Ray; auto: the cluster this runs in; or an address")
     num_cpus: Optional[int] = setting(None, doc="CPUs of a private local Ray (null: all)")
+    gpu_memory_gib: Optional[float] = setting(
+        None, gt=0.0, doc="GiB of the smallest GPU the pools may land on; the plan (`coral "
+        "config check --plan`, run before every start) checks each GPU actor's estimated "
+        "memory against it (null: the cluster definition's accelerator, or the local GPU)")
     max_in_flight: int = setting(16, ge=1, doc="cap on tasks submitted and not yet finished")
     max_restarts: int = setting(3, ge=-1, doc="Ray actor restarts after a crash (-1: forever)")
     max_task_retries: int = setting(3, ge=-1, doc="re-runs of a call whose actor died")

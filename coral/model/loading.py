@@ -249,11 +249,15 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, BaseModelSpec]:
     if spec.random_shape is not None:
         tokenizer = load_tokenizer(spec)
         return random_base.build(spec.random_shape, tokenizer, device, dtype), tokenizer, spec
-    kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype, **kwargs)
     if spec.gguf_file:
+        model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype,
+                                                     gguf_file=spec.gguf_file)
         model.hf_quantizer = None  # de-quantised already; lets peft wrap it like any model
-    model.to(device)
+        model.to(device)
+    else:
+        # Straight onto the device: a 7B model never sits in host memory first.
+        model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype,
+                                                     device_map={"": device})
     model.eval()
     log.info("loaded base model %s on %s/%s", spec.name, device, dtype)
     return model, load_tokenizer(spec), spec

@@ -13,6 +13,7 @@ key trains the same adapter and the caller's RNG state is untouched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -90,8 +91,8 @@ def fit(model: Any, batches: list[dict], probe: Optional[dict], device: Any, dty
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def loss_of(batch: dict) -> Any:
-        with autocast:
-            return model(**{k: v.to(device) for k, v in batch.items()}).loss
+        with autocast:   # no KV cache: training never decodes, and the cache costs memory
+            return model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False).loss
 
     def probe_loss() -> float:
         if probe is None:
@@ -112,6 +113,39 @@ def fit(model: Any, batches: list[dict], probe: Optional[dict], device: Any, dty
     after = probe_loss()
     model.eval()
     return losses, round(before, 5), round(after, 5), sum(p.numel() for p in params)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(model: Any, enabled: bool) -> Iterator[None]:
+    """Recompute each decoder layer in the backward pass while the block runs (non-reentrant:
+    the frozen base needs no input that requires grad), and leave the base as it was."""
+    if not enabled:
+        yield
+        return
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):   # transformers 5 names
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    try:
+        yield
+    finally:
+        disable = (getattr(model, "activation_checkpointing_disable", None)
+                   or model.gradient_checkpointing_disable)
+        disable()
+        model.disable_input_require_grads()   # peft adds this hook when it wraps the model
+
+
+def release_cached_memory(device: Any) -> None:
+    """Hand the allocator's cached blocks back after an adapter: the next one may have other
+    shapes, and the generation actor sharing a card (num_gpus < 1) needs them."""
+    import gc
+
+    import torch
+
+    gc.collect()   # peft's wrappers hold reference cycles to the base model's layers
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class Trainer:
@@ -179,8 +213,13 @@ class Trainer:
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
         out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="coral-adapter-"))
+        checkpointing = self.tcfg.checkpointing(device.type)
         start = time.perf_counter()
-        losses, before, after, trainable = self._train_and_save(genes, seed, out, device, dtype)
+        try:
+            losses, before, after, trainable = self._train_and_save(genes, seed, out, device,
+                                                                    dtype, checkpointing)
+        finally:
+            release_cached_memory(device)
         seconds = time.perf_counter() - start
         meta = {"genes": genes.canonical(), "base_model": self.spec.name,
                 "data_version": self.data_version, "steps": self.tcfg.steps,
@@ -189,12 +228,14 @@ class Trainer:
                 "probe_loss_before": before, "probe_loss_after": after,
                 "trainable_params": trainable, "seconds": round(seconds, 3),
                 "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                "gradient_checkpointing": checkpointing,
                 "examples": len(self.examples)}
         log.info("trained %s in %.1fs: loss %.3f -> %.3f", key[:12], seconds, losses[0], losses[-1])
         return out, meta
 
     def _train_and_save(self, genes: HeavyGenes, seed: int, out: Path, device: Any,
-                        dtype: Any) -> tuple[list[float], float, float, int]:
+                        dtype: Any, checkpointing: bool = False
+                        ) -> tuple[list[float], float, float, int]:
         """Wrap the base model in a fresh adapter, fit it under `seed`, save it to `out`,
         and unwrap the base model again whatever happens."""
         import torch
@@ -206,14 +247,15 @@ class Trainer:
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            peft_model = get_peft_model(self.model, lora_config(genes))
-            try:
-                fitted = self._fit(peft_model, batches, probe, device, dtype)
-                peft_model.save_pretrained(str(out), safe_serialization=True)
-            finally:
-                # Back to the bare base model whatever happened: the next call wraps it again.
-                self.model = peft_model.unload()
-                self.model.eval()
+            with gradient_checkpointing(self.model, checkpointing):
+                peft_model = get_peft_model(self.model, lora_config(genes))
+                try:
+                    fitted = self._fit(peft_model, batches, probe, device, dtype)
+                    peft_model.save_pretrained(str(out), safe_serialization=True)
+                finally:
+                    # Back to the bare base model whatever happened: the next call wraps it.
+                    self.model = peft_model.unload()
+                    self.model.eval()
         return fitted
 
     def _fit(self, model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any

@@ -125,3 +125,67 @@ def test_driver_module_is_the_entrypoint_everywhere():
     assert jobs.DRIVER_MODULE == "cluster.driver"
     if not _module_path(jobs.DRIVER_MODULE).is_file():
         pytest.fail("cluster/driver.py missing: every deploy target starts it")
+
+
+def _floors(requirements) -> dict:
+    """{package: lowest version allowed} of requirement strings with a >= floor."""
+    from packaging.requirements import Requirement
+
+    out = {}
+    for text in requirements:
+        req = Requirement(text)
+        floors = [s.version for s in req.specifier if s.operator == ">="]
+        if floors:
+            out[req.name.lower()] = floors[0]
+    return out
+
+
+def test_version_floors_match_the_code_everywhere():
+    """transformers >= 4.56 where from_pretrained(dtype=) is used; the KubeRay pip list has
+    pyproject's floors; the pinned versions satisfy them; Modal installs from pyproject."""
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    floors = _floors(project["dependencies"])
+    uses_dtype = [p for p in (REPO / "coral").rglob("*.py")
+                  if re.search(r"from_pretrained\([^)]*\bdtype=", p.read_text(), re.S)]
+    assert uses_dtype and Version(floors["transformers"]) >= Version("4.56")
+    runtime_env = yaml.safe_load(next(d for d in yaml.safe_load_all(RAYJOB.read_text())
+                                      if d["kind"] == "RayJob")["spec"]["runtimeEnvYAML"])
+    pip = _floors(runtime_env["pip"])
+    wanted = {name: v for name, v in floors.items() if name != "ray"}   # the image's Ray
+    assert pip == wanted
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    for name, floor in floors.items():
+        if name in pins:
+            assert Version(pins[name]) >= Version(floor), (name, pins[name], floor)
+    assert "pip_install_from_pyproject" in (REPO / "cluster" / "modal_app.py").read_text()
+
+
+def test_hf_home_is_on_persistent_storage_everywhere():
+    """Downloaded weights (13.5 GB for CodeLlama-7B) live on the shared volume, not on each
+    node's disk for each start; the RayJob sets them on the pods, not in the job's
+    runtime_env (the driver forwards them; Ray refuses to merge the same variable twice)."""
+    from cluster.local import WORKER_ENV
+
+    for path in AUTOSCALER:
+        options = yaml.safe_load(path.read_text())["docker"]["run_options"]
+        assert "--env HF_HOME=/mnt/shared/huggingface" in options, path.name
+    job = next(d for d in yaml.safe_load_all(RAYJOB.read_text()) if d["kind"] == "RayJob")
+    env_vars = yaml.safe_load(job["spec"]["runtimeEnvYAML"]).get("env_vars", {})
+    assert not set(env_vars) & set(WORKER_ENV)
+    cluster = job["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [
+        g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["containers"]:
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert env.get("HF_HOME", "").startswith("/mnt/shared/"), container["name"]
+            assert env.get("CORAL_QUIXBUGS") == "/mnt/shared/QuixBugs"
+    from cluster.modal_app import MOUNT, hf_home
+
+    assert hf_home(MOUNT, 1).startswith(MOUNT + "/") and not hf_home(MOUNT, 2).startswith(MOUNT)

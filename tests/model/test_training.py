@@ -111,3 +111,39 @@ def test_unknown_target_module_raises_and_leaves_base_usable(trainer, base_state
         trainer.train(bad, trainer.key(bad))
     state = trainer.model.state_dict()
     assert all(torch.equal(state[k], base_state[k]) for k in base_state)
+
+
+def test_gradient_checkpointing_is_on_for_cuda_configs():
+    """auto: on for cuda (every config that trains on a GPU), off on cpu; on/off as written."""
+    from pathlib import Path
+
+    from coral import config as cfgmod
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    cuda = [p for p in sorted(configs.glob("*.yaml")) if cfgmod.load(p).model.device == "cuda"]
+    assert {p.name for p in cuda} >= {"cluster-codellama.yaml", "gpu-check.yaml"}
+    for path in cuda:
+        assert cfgmod.load(path).training.checkpointing("cuda"), path.name
+    assert not TrainingConfig().checkpointing("cpu")
+    # YAML 1.1 reads a bare off as false: the loader gives it back its word
+    off = cfgmod.load(configs / "cluster-codellama.yaml", ["training.gradient_checkpointing=off"])
+    assert off.training.gradient_checkpointing == "off" and not off.training.checkpointing("cuda")
+    assert TrainingConfig(gradient_checkpointing="on").checkpointing("cpu")
+
+
+def test_checkpointed_training_gives_the_same_adapter(trainer, trained, base_state, tmp_path):
+    """Recomputing activations changes memory, not results: same losses as without, the flag
+    in the metadata, and the base model bare, unchanged and without checkpointing after."""
+    import dataclasses
+
+    store, genes, ref = trained["lora"]
+    plain = json.loads((store.local_path(ref.key) / "coral.json").read_text())
+    on = Trainer(trainer.model_cfg, dataclasses.replace(TCFG, gradient_checkpointing="on"),
+                 loaded=(trainer.model, trainer.tokenizer, trainer.spec))
+    out, meta = on.train(genes, ref.key, tmp_path / "ckpt")
+    assert meta["gradient_checkpointing"] is True and plain["gradient_checkpointing"] is False
+    assert meta["loss"] == pytest.approx(plain["loss"], rel=1e-4, abs=1e-5)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in on.model.modules())
+    assert not getattr(on.model, "_require_grads_hooks", None)
+    for name, value in on.model.state_dict().items():
+        assert torch.equal(value, base_state[name]), name
