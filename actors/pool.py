@@ -25,9 +25,10 @@ class LeastLoaded:
     """`pool.size` actors of `worker_cls`; `call` sends a method call to the least loaded one."""
 
     def __init__(self, worker_cls: type, cfg: Config, pool: PoolConfig, *args: Any,
-                 name_prefix: Optional[str] = None) -> None:
+                 name_prefix: Optional[str] = None, max_concurrency: int = 1) -> None:
         actor_cls = ray.remote(worker_cls)
-        options = actor_options(cfg, pool)
+        # max_concurrency > 1: a threaded actor, whose calls may block on one another.
+        options = dict(actor_options(cfg, pool), max_concurrency=max_concurrency)
         # Named actors (`<prefix>-<i>`) can be looked up by other actors, which then need
         # no handles in their constructor arguments (those would not survive a restart).
         self.names = [f"{name_prefix}-{i}" for i in range(pool.size)] if name_prefix else []

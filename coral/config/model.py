@@ -59,9 +59,16 @@ class GenerationConfig:
     """Batching, adapter residency, decoding mode and prompt budget of generation."""
 
     batch_size: int = setting(8, ge=1, doc="requests decoded together (adapters may mix)")
+    coalesce: bool = setting(
+        True, doc="requests of every genome whose adapter is ready share batches (queued in "
+        "the generation actor, or the in-process pool); false: each genome's call is decoded "
+        "alone, as its own batches (the same texts, for comparison)")
     max_resident_adapters: int = setting(
         8, ge=1, doc="adapters kept loaded per generator (least recently used evicted)")
     greedy: bool = setting(False, doc="greedy decoding, ignoring the sampling knobs")
+    dora_cache: bool = setting(
+        True, doc="compute each DoRA layer's weight norm once per resident adapter instead of "
+        "at every decoding step (coral/model/dora.py); false: peft's own DoRA forward")
     max_prompt_tokens: int = setting(1024, ge=64, doc="prompt tokens kept (left-truncated)")
     backend: str = setting(
         "hf", nonempty=True, doc="text-generation backend: hf (resident Hugging Face model with "

@@ -8,8 +8,11 @@ stacked: each row runs with exactly one adapter, or none (peft's "__base__" name
 Batching: LoRA rows with different adapters (and base-model rows) share a batch through
 peft's `adapter_names=`; DoRA adapters cannot be mixed that way (peft raises "Cannot pass
 adapter_names when DoRA is enabled"), so DoRA rows are batched per adapter with that adapter
-active. With `generation.group_by_adapter` every batch holds one adapter (or only base rows)
-and runs with it active, no `adapter_names`: peft splits a mixed batch into one sub-batch per
+active; their weight norms are computed once per resident adapter (coral.model.dora), so a
+DoRA step costs what a LoRA step does. A batch whose rows all use one adapter runs with that
+adapter active, without `adapter_names` (peft's per-row split copies indices to the host in
+every adapted layer at every step). With `generation.group_by_adapter` every batch holds one
+adapter (or only base rows) and runs with it active, no `adapter_names`: peft splits a mixed batch into one sub-batch per
 adapter inside every adapted layer, so where that split costs more than the larger batch
 saves, grouping is faster (scripts/bench_gpu.py measures both). Per-row knobs and seeds are
 applied by coral.model.sampling, so a row's output does not depend on the other rows of its
@@ -33,6 +36,7 @@ import torch
 
 from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
+from coral.model.dora import freeze_dora
 from coral.model.loading import load_base
 from coral.model.prompts import truncate_prompt, build_prompt
 from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processors,
@@ -41,6 +45,7 @@ from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processor
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
+_PROMPT_MEMO = 512  # programs whose prompt ids are kept (a run has a few dozen)
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,16 @@ def adapter_name(key: str) -> str:
 
 
 def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
-                 max_adapters: int, group_by_adapter: bool = False) -> list[BatchPlan]:
+                 max_adapters: int, group_by_adapter: bool = False,
+                 lengths: Optional[Sequence[int]] = None) -> list[BatchPlan]:
     """Group requests: LoRA and base rows mixed (<= max_adapters a batch), DoRA per adapter;
     with `group_by_adapter`, LoRA rows per adapter too and base rows on their own.
 
     Rows are ordered by adapter key so that requests for one adapter run together and the
-    LRU swaps as little as possible; the order does not change any row's output.
+    LRU swaps as little as possible, then by prompt length (`lengths`, if given) so that a
+    batch's rows pad little; the order does not change any row's output.
     """
+    size = (lambda i: lengths[i]) if lengths is not None else (lambda i: 0)
     mixed: list[int] = []
     single: dict[str, list[int]] = {}
     for i, req in enumerate(requests):
@@ -72,10 +80,11 @@ def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
             single.setdefault(req.adapter.key, []).append(i)
         else:
             mixed.append(i)
-    mixed.sort(key=lambda i: ("" if requests[i].adapter is None else requests[i].adapter.key, i))
+    mixed.sort(key=lambda i: ("" if requests[i].adapter is None else requests[i].adapter.key,
+                              size(i), i))
     plans = _mixed_plans(requests, mixed, batch_size, max_adapters)
     for key in sorted(single):
-        idx = single[key]
+        idx = sorted(single[key], key=lambda i: (size(i), i))
         for start in range(0, len(idx), batch_size):
             plans.append(BatchPlan(tuple(idx[start:start + batch_size]), active_key=key))
     return plans
@@ -120,6 +129,7 @@ class Generator:
         self._peft: Any = None                       # PeftModel once the first adapter loads
         self._resident: "OrderedDict[str, str]" = OrderedDict()  # key -> peft adapter name
         self._store: Any = None
+        self._prompts: dict[tuple[str, str], tuple[list[int], int]] = {}
         self.eos_ids = self._eos_ids()
 
     def stats(self) -> dict:
@@ -213,6 +223,8 @@ class Generator:
             self._peft.eval()
         else:
             self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        if use_dora and self.gen.dora_cache:
+            freeze_dora(self._peft, name)   # the weight norm once, not at every step
         self._resident[ref.key] = name
         self.adapter_loads += 1
         log.debug("loaded adapter %s from %s", ref.key, path)
@@ -223,24 +235,45 @@ class Generator:
         """Generate one text per request (same order), batching as described above."""
         results: list[Optional[GenerationResult]] = [None] * len(requests)
         plans = plan_batches(requests, self.gen.batch_size, self.gen.max_resident_adapters,
-                             self.gen.group_by_adapter)
+                             self.gen.group_by_adapter, [self.prompt_length(r) for r in requests])
         for plan in plans:
             batch = [requests[i] for i in plan.rows]
             for i, res in zip(plan.rows, self._run_batch(batch, plan.active_key)):
                 results[i] = res
         return [r for r in results if r is not None]
 
-    def _encode(self, batch: Sequence[GenerationRequest]) -> tuple[torch.Tensor, torch.Tensor,
-                                                                   RowLayout]:
-        """Left-padded ids and mask of the batch's prompts (each cut to max_prompt_tokens)."""
-        rows = []
-        for req in batch:
+    def _prompt(self, req: GenerationRequest) -> tuple[list[int], int]:
+        """(prompt ids cut to max_prompt_tokens, token count of the buggy code) of a request,
+        tokenised once per program (every genome and sample asks for the same prompts)."""
+        memo = (req.problem, req.buggy_source)
+        if memo not in self._prompts:
             text = build_prompt(self.tokenizer, req.problem, req.buggy_source)
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             if len(ids) > self.gen.max_prompt_tokens:
                 log.warning("prompt of %s has %d tokens; cut to %d", req.problem, len(ids),
                             self.gen.max_prompt_tokens)
-            rows.append(truncate_prompt(ids, self.gen.max_prompt_tokens))
+            if len(self._prompts) >= _PROMPT_MEMO:
+                self._prompts.clear()
+            self._prompts[memo] = (truncate_prompt(ids, self.gen.max_prompt_tokens),
+                                   self._tokens(req.buggy_source))
+        return self._prompts[memo]
+
+    def prompt_length(self, req: GenerationRequest) -> int:
+        """Prompt tokens of a request (the Coalescer sorts rows by it)."""
+        return len(self._prompt(req)[0])
+
+    def batch_group(self, req: GenerationRequest) -> Optional[str]:
+        """Requests of one group can share a batch (the Coalescer asks): LoRA and base rows
+        all mix; a DoRA adapter (or, grouping by adapter, any adapter) runs alone."""
+        ref = req.adapter
+        if ref is None:
+            return BASE if self.gen.group_by_adapter else None
+        return ref.key if ref.use_dora or self.gen.group_by_adapter else None
+
+    def _encode(self, batch: Sequence[GenerationRequest]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                   RowLayout]:
+        """Left-padded ids and mask of the batch's prompts (each cut to max_prompt_tokens)."""
+        rows = [self._prompt(req)[0] for req in batch]
         width = max(len(r) for r in rows)
         pad_id = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
@@ -255,6 +288,8 @@ class Generator:
         self.ensure_resident(refs)
         if self._peft is None:  # no adapter ever loaded: plain base model
             return self.model, {}, contextlib.nullcontext()
+        if active_key is None and len(refs) == 1 and all(r.adapter is not None for r in batch):
+            active_key = refs[0].key   # one adapter: run it active, no per-row split
         if active_key is not None:
             self._peft.set_adapter(self._resident[active_key])
             return self._peft, {}, contextlib.nullcontext()
@@ -277,10 +312,11 @@ class Generator:
         start = time.perf_counter()
         model, extra, ctx = self._adapter_context(batch, active_key)
         ids, mask, layout = self._encode(batch)
-        limits = [token_budget(r.knobs, self._tokens(r.buggy_source)) for r in batch]
+        limits = [token_budget(r.knobs, self._prompt(r)[1]) for r in batch]
         processors = row_processors([r.knobs for r in batch], [r.seed for r in batch], layout,
                                     self.eos_ids[0], self.gen.greedy, limits,
                                     stop=AnswerEnd(self.tokenizer))
+        ended_at = processors[-1].ended_at
         # A clean config: the model's own defaults (temperature, top_p, ...) must not apply.
         hf_cfg = HFGenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(limits),
                                     eos_token_id=list(self.eos_ids),
@@ -291,7 +327,7 @@ class Generator:
         seconds = time.perf_counter() - start
         results = []
         for row, (req, limit) in enumerate(zip(batch, limits)):
-            tokens = self._cut(out[row, layout.prompt_width:].tolist(), limit)
+            tokens = self._cut(out[row, layout.prompt_width:].tolist(), limit, ended_at[row])
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             results.append(GenerationResult(
                 request_id=req.request_id, genome_id=req.genome_id, problem=req.problem,
@@ -304,9 +340,13 @@ class Generator:
         """Token count of a program's code (the unit of the token budget)."""
         return len(self.tokenizer(code_only(source), add_special_tokens=False)["input_ids"])
 
-    def _cut(self, tokens: list[int], limit: int) -> list[int]:
-        """A row's own tokens: up to its limit, ending at (and including) the first eos."""
+    def _cut(self, tokens: list[int], limit: int, end: Optional[int] = None) -> list[int]:
+        """A row's own tokens: up to its limit, ending at (and including) the first eos; an
+        answer found complete after `end` tokens ends there with eos (on CUDA the sampler
+        notices a step late, and the token it let through is not part of the answer)."""
         tokens = tokens[:limit]
+        if end is not None and end < len(tokens):
+            tokens = tokens[:end] + [self.eos_ids[0]]
         for pos, tok in enumerate(tokens):
             if tok in self.eos_ids:
                 return tokens[:pos + 1]

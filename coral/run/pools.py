@@ -68,13 +68,23 @@ class Pools(Protocol):
 
 
 class _Deferred:
-    """A unit of in-process work: run on demand, in submission order."""
+    """A unit of in-process work: run on demand, in submission order.
 
-    __slots__ = ("seq", "fn", "done", "value", "error")
+    `finished` (optional): tells that the work got done as part of another's (a generate
+    call whose rows a coalesced batch of an earlier call already decoded).
+    """
 
-    def __init__(self, seq: int, fn: Callable[[], Any]) -> None:
-        self.seq, self.fn = seq, fn
+    __slots__ = ("seq", "fn", "done", "value", "error", "finished")
+
+    def __init__(self, seq: int, fn: Callable[[], Any],
+                 finished: Callable[[], bool] = lambda: False) -> None:
+        self.seq, self.fn, self.finished = seq, fn, finished
         self.done, self.value, self.error = False, None, None
+
+    @property
+    def ready(self) -> bool:
+        """Done, or can be collected without more work."""
+        return self.done or self.finished()
 
     def run(self) -> None:
         """Run once; keep the value or the exception for `get`."""
@@ -98,7 +108,9 @@ class InProcessPools:
 
     Built from three callables so it wraps the very plain classes the Ray actors wrap:
     `adapter_fn(key, genes) -> AdapterReady`, `generate_fn(requests) -> list[GenerationResult]`,
-    `judge_fn(candidates) -> list[Verdict]`.
+    `judge_fn(candidates) -> list[Verdict]`. With a `coalescer` (coral.model.coalesce) the
+    generate calls are queued in it instead and share batches: waiting for one decodes the
+    queue's batches, oldest call first, until that call is done.
     """
 
     def __init__(self, problems: Sequence[Problem],
@@ -106,24 +118,30 @@ class InProcessPools:
                  generate_fn: Callable[[list], list[GenerationResult]],
                  judge_fn: Callable[[list], list[Verdict]],
                  stats_fn: Callable[[], dict] = dict,
-                 close_fn: Callable[[], None] = lambda: None) -> None:
+                 close_fn: Callable[[], None] = lambda: None, coalescer: Any = None) -> None:
         self.problems = tuple(problems)
+        self._coalescer = coalescer
         self._adapter_fn, self._generate_fn, self._judge_fn = adapter_fn, generate_fn, judge_fn
         self._stats_fn, self._close_fn = stats_fn, close_fn
         self._seq = 0
 
-    def _defer(self, fn: Callable[[], Any]) -> _Deferred:
+    def _defer(self, fn: Callable[[], Any],
+               finished: Callable[[], bool] = lambda: False) -> _Deferred:
         """Wrap work into a handle."""
         self._seq += 1
-        return _Deferred(self._seq, fn)
+        return _Deferred(self._seq, fn, finished)
 
     def submit_adapter(self, key: str, genes: HeavyGenes) -> Handle:
         """Defer an adapter lookup/training."""
         return self._defer(lambda: self._adapter_fn(key, genes))
 
     def submit_generate(self, requests: Sequence[GenerationRequest]) -> Handle:
-        """Defer a generation batch."""
+        """Defer a generation batch (queue it in the coalescer, if there is one)."""
         batch = list(requests)
+        if self._coalescer is not None:
+            ticket = self._coalescer.submit(batch)
+            return self._defer(lambda: self._coalescer.run_until(ticket),
+                               lambda: ticket.finished)
         return self._defer(lambda: self._generate_fn(batch))
 
     def submit_judge(self, candidates: Sequence[Candidate]) -> Handle:
@@ -135,10 +153,13 @@ class InProcessPools:
              timeout: Optional[float] = None) -> tuple[list[Handle], list[Handle]]:
         """Run the oldest unfinished handles until `num_returns` are done (timeout unused:
         in-process work cannot be interrupted)."""
-        ready = [h for h in handles if h.done]
-        for task in sorted((h for h in handles if not h.done), key=lambda t: t.seq):
+        ready = [h for h in handles if h.ready]
+        for task in sorted((h for h in handles if not h.ready), key=lambda t: t.seq):
             if len(ready) >= num_returns:
                 break
+            if task.ready:   # finished meanwhile by another task's coalesced batches
+                ready.append(task)
+                continue
             task.run()
             ready.append(task)
         pending = [h for h in handles if h not in ready]
@@ -168,6 +189,7 @@ def in_process_pools(cfg: Any, problems: Sequence[Problem]) -> InProcessPools:
     """
     from coral.adapters.cache import AdapterCache
     from coral.model.backend import create_backend
+    from coral.model.coalesce import Coalescer
     from coral.judge.quixbugs import resolve_path
     from coral.judge.sandbox import Judge
     from coral.adapters.store import store_from_config
@@ -185,6 +207,7 @@ def in_process_pools(cfg: Any, problems: Sequence[Problem]) -> InProcessPools:
     store = store_from_config(cfg)
     cache = AdapterCache(store, train)
     backend = create_backend(cfg)
+    coalescer = Coalescer(backend, cfg.generation.batch_size) if cfg.generation.coalesce else None
 
     def adapter(key: str, genes: HeavyGenes) -> AdapterReady:
         t0 = time.perf_counter()
@@ -196,4 +219,4 @@ def in_process_pools(cfg: Any, problems: Sequence[Problem]) -> InProcessPools:
         backend.close()
 
     return InProcessPools(calibrated, adapter, backend.generate, judge.judge_many,
-                          cache.stats, close)
+                          cache.stats, close, coalescer)

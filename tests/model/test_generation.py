@@ -224,3 +224,63 @@ def test_mislabelled_or_tampered_adapter_raises(adapters):
         gen.generate([req(0, tampered)])
     assert gen.resident == ()
     assert gen.generate([req(0, adapters["a"])])[0].text   # the generator is still usable
+
+
+# --------------------------------------------------------------------------- coalescing
+
+def genome_calls(adapters) -> list[list[GenerationRequest]]:
+    """Four genomes' calls: two LoRA adapters, a DoRA adapter and the base model; each
+    genome has its own knobs, as in a run."""
+    calls = []
+    for g, (ad, n) in enumerate([(adapters["a"], 3), (adapters["b"], 3), (adapters["d"], 2),
+                                 (None, 2)]):
+        knobs = dataclasses.replace(KNOBS, temperature=0.6 + 0.1 * g, max_new_tokens=5 + g)
+        calls.append([req(10 * g + i, ad, knobs, seed=i, problem=("gcd", "bitcount")[i % 2],
+                          source=(GCD, BITCOUNT)[i % 2]) for i in range(n)])
+    return calls
+
+
+def test_coalesced_texts_equal_one_call_per_genome(adapters):
+    from coral.model.coalesce import Coalescer
+
+    gen = Generator(tiny_cfg(batch_size=5))
+    calls = genome_calls(adapters)
+    alone = [[(r.request_id, r.text, r.new_tokens) for r in gen.generate(c)] for c in calls]
+    coalescer = Coalescer(gen, batch_size=5)
+    tickets = [coalescer.submit(c) for c in calls]
+    first = coalescer.run_until(tickets[0])
+    # The first genome is back after one batch (its 3 rows + 2 of the next genome's), while
+    # the DoRA and base genomes still wait: judging can start before decoding ends.
+    assert coalescer.batches == 1 and not tickets[3].finished
+    got = [first] + [coalescer.run_until(t) for t in tickets[1:]]
+    assert [[(r.request_id, r.text, r.new_tokens) for r in rs] for rs in got] == alone
+    # 10 rows in 3 batches (LoRA + base mix, DoRA alone) instead of 4 calls' 4 batches.
+    assert coalescer.batches == 3 and coalescer.pending == 0
+
+
+def test_a_failed_batch_fails_its_calls_and_the_queue_goes_on(adapters, tmp_path):
+    from coral.model.coalesce import Coalescer
+
+    gen = Generator(tiny_cfg(batch_size=4))
+    missing = AdapterRef(key="gone", uri=str(tmp_path / "gone"), checksum="", use_dora=True)
+    coalescer = Coalescer(gen, batch_size=4)
+    broken = coalescer.submit([req(0, missing)])
+    fine = coalescer.submit([req(1, adapters["a"])])
+    with pytest.raises(FileNotFoundError):
+        coalescer.run_until(broken)
+    assert coalescer.run_until(fine)[0].text == gen.generate([req(1, adapters["a"])])[0].text
+
+
+def test_frozen_dora_scale_gives_peft_dora_logits(adapters):
+    from peft import PeftModel
+
+    from coral.model.dora import freeze_dora
+
+    model, tokenizer, _ = load_base(ModelConfig(base="tiny"))
+    peft_model = PeftModel.from_pretrained(model, adapters["d"].uri, adapter_name="d").eval()
+    ids = torch.tensor([tokenizer(GCD)["input_ids"]])
+    with torch.inference_mode():
+        expected = peft_model(input_ids=ids).logits
+        assert freeze_dora(peft_model, "d") == 4     # q and v of both layers
+        got = peft_model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5)
