@@ -2,8 +2,11 @@
 
 ``coral judge --quixbugs PATH --json`` checks the judge itself on the benchmark: every
 reference fix must pass and every buggy program must fail (buggy programs are run once by the
-calibration, which counts their passes; judged again they are UNCHANGED and not run). ``coral judge FILE.py --problem
-NAME`` judges one candidate and prints a per-test table (``--json``: one JSON line last).
+calibration, which counts their passes; judged again they are UNCHANGED and not run).
+``coral judge FILE.py [FILE.py ...] --problem NAME`` judges the files in order on one judge
+(with ``--workers 1`` all on one fork server, one after another) and prints a per-test table
+per file (``--json``: one JSON line per file). What a candidate printed is shown with
+unprintable characters (lone surrogates, ...) escaped, never as a crash.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from coral import config as cfgmod
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `judge` command."""
     p = sub.add_parser("judge", help="run the QuixBugs judge on the benchmark or one file")
-    p.add_argument("file", nargs="?", help="candidate source file (omit: judge the benchmark)")
-    p.add_argument("--problem", help="QuixBugs problem the file answers (with FILE)")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="candidate source files, judged in order (omit: judge the benchmark)")
+    p.add_argument("--problem", help="QuixBugs problem the files answer (with FILE)")
     p.add_argument("--quixbugs", help="QuixBugs checkout (default: config / $CORAL_QUIXBUGS)")
     p.add_argument("--config", help="YAML config for the sandbox limits")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--workers", type=int, default=2, help="parallel sandboxes (benchmark mode)")
-    p.add_argument("--json", action="store_true", help="print one JSON line last")
+    p.add_argument("--workers", type=int, default=2,
+                   help="parallel sandboxes (1: every file on one fork server, in order)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines: one per FILE, or one summary line last (benchmark)")
     p.set_defaults(func=_run)
 
 
@@ -49,8 +55,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     problems = quixbugs.load_problems(root)
     with Judge(problems, cfg.sandbox, dataset_dir=str(root), workers=args.workers) as judge:
-        if args.file:
-            return _one(args, judge)
+        if args.files:
+            return _files(args, judge)
         return _benchmark(args, judge)
 
 
@@ -92,8 +98,14 @@ def _benchmark(args: argparse.Namespace, judge) -> int:
     return 0 if ref_pass == buggy_fail == len(problems) else 1
 
 
-def _one(args: argparse.Namespace, judge) -> int:
-    """Judge one candidate file against one problem; table or JSON."""
+def _safe(text: str) -> str:
+    """`text` as stdout can encode it: lone surrogates and the like escaped."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
+def _files(args: argparse.Namespace, judge) -> int:
+    """Judge each candidate file against one problem, in order; a table or a JSON line each."""
     from coral.judge import fitness
     from coral.messages import Candidate
 
@@ -105,22 +117,32 @@ def _one(args: argparse.Namespace, judge) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with open(args.file, encoding="utf-8", errors="replace") as fh:
-        code = fh.read()
-    cand = Candidate("cli", problem.name, code)
-    outcome = judge.judge(cand)
-    scores = fitness.score(outcome, cand, judge.problem(problem.name))
-    fixed = outcome.fixed
-    if not args.json:
-        print(f"{problem.name}: {outcome.status.value}  {outcome.passed}/{outcome.total} passed"
-              + (f"  ({outcome.detail.splitlines()[0]})" if outcome.detail else ""))
-        print(f"{'test':>4}  {'status':8}  {'seconds':>8}  detail")
-        for t in outcome.tests:
-            print(f"{t.index:>4}  {t.status.value:8}  {t.seconds:8.4f}  {t.detail[:80]}")
-        print("scores: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.to_dict().items()))
-    else:
-        print(json.dumps({"problem": problem.name, "status": outcome.status.value,
-                          "passed": outcome.passed, "total": outcome.total, "fixed": fixed,
-                          "buggy_passed": judge.problem(problem.name).buggy_passed,
-                          "scores": scores.to_dict()}))
+    for path in args.files:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            cand = Candidate("cli", problem.name, fh.read())
+        outcome = judge.judge(cand)
+        calibrated = judge.problem(problem.name)
+        scores = fitness.score(outcome, cand, calibrated)
+        if args.json:
+            print(json.dumps({"file": path, "problem": problem.name,
+                              "status": outcome.status.value, "passed": outcome.passed,
+                              "total": outcome.total, "fixed": outcome.fixed,
+                              "buggy_passed": calibrated.buggy_passed,
+                              "scores": scores.to_dict(),
+                              "tests": [[t.status.value, round(t.seconds, 6), t.detail[:200]]
+                                        for t in outcome.tests]}), flush=True)
+        else:
+            _table(path if len(args.files) > 1 else "", problem.name, outcome, scores)
     return 0
+
+
+def _table(path: str, name: str, outcome, scores) -> None:
+    """The per-test table of one verdict (candidate text escaped: `_safe`)."""
+    head = f"{path}: " if path else ""
+    print(_safe(f"{head}{name}: {outcome.status.value}  {outcome.passed}/{outcome.total} passed"
+                + (f"  ({outcome.detail.splitlines()[0]})" if outcome.detail else "")))
+    print(f"{'test':>4}  {'status':8}  {'seconds':>8}  detail")
+    for t in outcome.tests:
+        print(_safe(f"{t.index:>4}  {t.status.value:8}  {t.seconds:8.4f}  {t.detail[:80]}"))
+    print("scores: " + ", ".join(f"{k}={v:.2f}" for k, v in scores.to_dict().items()),
+          flush=True)

@@ -2,7 +2,11 @@
 
 `kernel`: the fork server runs under bubblewrap (one `bwrap` per server) in new user, PID,
 mount, IPC, UTS, network and cgroup namespaces, as uid/gid 65534 with no capabilities and
-no_new_privs, exiting when the judge closes its stdin, and sees only: /usr (system
+no_new_privs, exiting when the judge closes its stdin, every level dying with its parent
+(`--die-with-parent`; the judge starts servers from one long-lived thread, since the death
+signal follows the thread that forked), reporting its namespace init's pid (`--info-fd`) so
+that a kill reaches the whole PID namespace, and, where the host has a pids cgroup
+(coral.judge.cgroup), inside its own cgroup with a pids.max. It sees only: /usr (system
 libraries) and the Python installation, read-only; the six files of the coral package the server imports (read-only, under /sandbox/lib); a
 minimal read-only /dev; a size-limited tmpfs /tmp. No dataset, no project checkout, no host
 /tmp, no /proc, no /etc. Each candidate process it forks also loads the seccomp filter of
@@ -25,9 +29,10 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from coral.judge import cgroup
 from coral.judge.seccomp import SeccompUnavailable, candidate_filter
 
 log = logging.getLogger(__name__)
@@ -36,9 +41,6 @@ ENV_OVERRIDE = "CORAL_SANDBOX_ISOLATION"
 SANDBOX_LIB = "/sandbox/lib"
 SANDBOX_TMP = "/tmp"
 SANDBOX_UID = 65534
-# No --die-with-parent: its death signal fires when the *thread* that started bwrap ends
-# (judge_many's worker threads). The server exits instead when its stdin closes, even in the
-# middle of a candidate (coral.judge.child watches it), and its PID namespace goes with it.
 # What the fork server imports: nothing else of the project is visible inside.
 CHILD_FILES = ("coral/__init__.py", "coral/judge/__init__.py", "coral/judge/child.py",
                "coral/judge/candidate.py", "coral/judge/codec.py", "coral/judge/guard.py")
@@ -55,11 +57,14 @@ class IsolationUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Isolation:
-    """The isolation chosen: kind ("kernel" | "guard"), the seccomp program, a description."""
+    """The isolation chosen: kind ("kernel" | "guard"), the seccomp program, a description,
+    and the directory of the servers' pids cgroups ("" when the host offers none: then the
+    seccomp program refuses threads)."""
 
     kind: str
-    seccomp: bytes = b""
+    seccomp: bytes = field(default=b"", repr=False)
     detail: str = ""
+    cgroup_parent: str = ""
 
 
 def interpreter() -> tuple[str, str]:
@@ -79,12 +84,14 @@ def _system_binds() -> list[str]:
     return args
 
 
-def bwrap_argv(work_dir_mb: int) -> list[str]:
-    """`bwrap ...` up to (not including) the command it runs."""
+def bwrap_argv(work_dir_mb: int, info_fd: int = -1) -> list[str]:
+    """`bwrap ...` up to (not including) the command it runs; `info_fd`: where bwrap writes
+    its JSON with the namespace init's "child-pid"."""
     exe, prefix = interpreter()
     args = [shutil.which("bwrap") or "bwrap",
             "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
-            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns",
+            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
+            *(["--info-fd", str(info_fd)] if info_fd >= 0 else []),
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL",
             "--new-session", "--clearenv", "--hostname", "sandbox",
             *_system_binds()]
@@ -108,7 +115,8 @@ def stage_child_files(dest: str) -> str:
     return dest
 
 
-def server_argv(isolation: Isolation, work_dir_mb: int, guard_lib: str = "") -> list[str]:
+def server_argv(isolation: Isolation, work_dir_mb: int, guard_lib: str = "",
+                info_fd: int = -1) -> list[str]:
     """The fork server's command line: an isolated (-I), site-free (-S) interpreter.
 
     Under the guard, `guard_lib` holds copies of the server's files (`stage_child_files`).
@@ -117,7 +125,7 @@ def server_argv(isolation: Isolation, work_dir_mb: int, guard_lib: str = "") -> 
     lib = SANDBOX_LIB if isolation.kind == "kernel" else guard_lib
     boot = f"import sys; sys.path.insert(0, {lib!r}); from coral.judge.child import main; main()"
     command = [exe, "-I", "-S", "-u", "-c", boot]
-    return (bwrap_argv(work_dir_mb) + ["--", *command]) if isolation.kind == "kernel" \
+    return (bwrap_argv(work_dir_mb, info_fd) + ["--", *command]) if isolation.kind == "kernel" \
         else command
 
 
@@ -169,9 +177,13 @@ def choose(configured: str) -> Isolation:
         return Isolation("guard", detail="in-process audit guard only")
     gaps = missing()
     if not gaps:
-        detail = "bubblewrap namespaces + seccomp, uid 65534, read-only Python, tmpfs /tmp"
+        parent = cgroup.pids_parent() or ""
+        tasks = (f"pids cgroup under {parent}" if parent else
+                 "no writable pids cgroup here: candidates may not create threads")
+        detail = ("bubblewrap namespaces + seccomp, uid 65534, read-only Python, tmpfs /tmp, "
+                  + tasks)
         log.info("sandbox isolation: kernel (%s)", detail)
-        return Isolation("kernel", candidate_filter(), detail)
+        return Isolation("kernel", candidate_filter(threads=bool(parent)), detail, parent)
     what = "; ".join(gaps)
     if wanted == "strict":
         raise IsolationUnavailable(f"sandbox.isolation is strict but this machine lacks: {what}."

@@ -11,9 +11,16 @@ kernel boundary (coral.judge.boundary). Two processes:
   (coral.judge.candidate) and reports its pid, then kills it, reaps it and reports its exit
   status (only the parent may signal a pid: once reaped, the pid may be someone else's).
 
-Per candidate the supervisor writes the job (source, test inputs — never expected answers —,
-limits) into the job pipe, reads the candidate's result lines with per-test deadlines, has
-the zygote end the process and empties the work dir. It exits when the judge closes its
+Per candidate process the zygote makes a fresh result pipe (its read end reaches the
+supervisor over a UNIX socket, SCM_RIGHTS), so nothing a candidate does to its pipe's flags,
+size or owner reaches the next; the supervisor resets the work dir's own metadata (xattrs,
+mode, times) before the process starts, writes the job (source, test inputs — never expected
+answers —, limits) into the job pipe, reads the candidate's result lines with per-test
+deadlines, has the zygote end the process and empties the work dir. The time from the job's
+hand-over to "loaded" (the module's top level) is added to the first test the process runs:
+work done at import is the candidate's time. After each request the supervisor compares its
+own and the zygote's rlimits and scheduling with what they were at start, and asks to be
+replaced if anything changed. It exits when the judge closes its
 stdin, even mid-candidate. A test that times out or kills its process is recorded
 and the remaining tests continue in a fresh process, until the candidate's budget runs out.
 Nothing a candidate sends is trusted: frames are size-capped and schema-checked (`_Reader`),
@@ -24,9 +31,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import shutil
 import signal
+import socket
 import struct
 import sys
 import time
@@ -119,48 +128,56 @@ class _Reader:
 
 
 class Ports:
-    """The supervisor's ends of the zygote's pipes, and the zygote's pid."""
+    """The supervisor's ends of the zygote's channels, the zygote's pid, and the read end of
+    the current candidate process's result pipe (-1 between processes)."""
 
-    def __init__(self, ctl: int, pids: int, job: int, results: int, zygote: int) -> None:
-        self.ctl, self.pids, self.job, self.results, self.zygote = ctl, pids, job, results, zygote
+    def __init__(self, ctl: int, pids: socket.socket, job: int, zygote: int) -> None:
+        self.ctl, self.pids, self.job, self.zygote = ctl, pids, job, zygote
+        self.results = -1
+        self.root_state: tuple = ()  # the work dir's metadata at start (`root_state`)
 
 
 def start_zygote(setup: dict) -> Ports:
     """Fork the zygote now, while this process has read no request."""
     ctl_r, ctl_w = os.pipe()
-    pid_r, pid_w = os.pipe()
+    pid_sup, pid_zyg = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     job_r, job_w = os.pipe()
-    res_r, res_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            for fd in (ctl_w, pid_r, job_w, res_r):
+            for fd in (ctl_w, job_w):
                 os.close(fd)
+            pid_sup.close()
             null = os.open(os.devnull, os.O_RDWR)
             os.dup2(null, 0)
             os.dup2(null, 1)  # the judge's pipes stay with the supervisor alone
-            _zygote(ctl_r, pid_w, job_r, res_w, setup)
+            _zygote(ctl_r, pid_zyg, job_r, setup)
         finally:
             os._exit(0)
-    for fd in (ctl_r, pid_w, job_r, res_w):
+    for fd in (ctl_r, job_r):
         os.close(fd)
+    pid_zyg.close()
     os.set_blocking(job_w, False)
-    os.set_blocking(res_r, False)
-    return Ports(ctl_w, pid_r, job_w, res_r, pid)
+    return Ports(ctl_w, pid_sup, job_w, pid)
 
 
-def _zygote(ctl: int, pids: int, job: int, results: int, setup: dict) -> None:
-    """Per "f" on `ctl` fork one candidate process and report its pid; on the "k" that
-    follows, kill it and its session, reap it and report its exit status. Only the zygote,
-    its parent, kills it, and before reaping it: the pid cannot have been reused."""
+def _zygote(ctl: int, pids: socket.socket, job: int, setup: dict) -> None:
+    """Per "f" on `ctl` fork one candidate process with a fresh result pipe and report its
+    pid, with the pipe's read end; on the "k" that follows, kill it and its session, reap it
+    and report its exit status. Only the zygote, its parent, kills it, and before reaping it:
+    the pid cannot have been reused."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the supervisor
     while os.read(ctl, 1) == b"f":
+        res_r, res_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(ctl)
-            os.close(pids)
-            run_candidate(job, results, setup)
-        os.write(pids, _PID_MSG.pack(0, pid))
+            os.close(res_r)
+            pids.close()
+            run_candidate(job, res_w, setup)
+        os.close(res_w)
+        socket.send_fds(pids, [_PID_MSG.pack(0, pid)], [res_r])
+        os.close(res_r)
         os.read(ctl, 1)  # "k" (or the supervisor is gone: kill it all the same)
         for kill in (os.killpg, os.kill):
             try:
@@ -168,7 +185,7 @@ def _zygote(ctl: int, pids: int, job: int, results: int, setup: dict) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         _, status = os.waitpid(pid, 0)
-        os.write(pids, _PID_MSG.pack(1, status))
+        pids.send(_PID_MSG.pack(1, status))
 
 
 class ServerBroken(RuntimeError):
@@ -176,12 +193,18 @@ class ServerBroken(RuntimeError):
 
 
 def _from_zygote(ports: Ports, expected: int) -> int:
-    """The zygote's next report (0: pid, 1: exit status), within `_ZYGOTE_S`."""
+    """The zygote's next report (0: pid, with the result pipe's read end, which becomes
+    `ports.results`; 1: exit status), within `_ZYGOTE_S`."""
     if not select.select([ports.pids], [], [], _ZYGOTE_S)[0]:
         raise ServerBroken("zygote did not answer")
-    data = os.read(ports.pids, _PID_MSG.size)
-    if len(data) != _PID_MSG.size or data[0] != expected:
-        raise ServerBroken("zygote pipe broken")
+    data, fds, _, _ = socket.recv_fds(ports.pids, _PID_MSG.size, 1)
+    if len(data) != _PID_MSG.size or data[0] != expected or len(fds) != (expected == 0):
+        for fd in fds:
+            os.close(fd)
+        raise ServerBroken("zygote channel broken")
+    if fds:
+        os.set_blocking(fds[0], False)
+        ports.results = fds[0]
     return _PID_MSG.unpack(data)[1]
 
 
@@ -203,12 +226,9 @@ def _end_process(ports: Ports) -> str:
     """Have the zygote kill and reap the process, drain its pipe; describe how it ended."""
     os.write(ports.ctl, b"k")
     status = _from_zygote(ports, 1)
-    while True:  # nothing it wrote may reach the next process's reader
-        try:
-            if not os.read(ports.results, 1 << 16):
-                break
-        except BlockingIOError:
-            break
+    if ports.results >= 0:  # its pipe goes with it: the next process gets a fresh one
+        os.close(ports.results)
+        ports.results = -1
     if os.WIFSIGNALED(status):
         return f"killed by signal {os.WTERMSIG(status)}"
     return f"exited with code {os.WEXITSTATUS(status)}"
@@ -230,6 +250,45 @@ def _empty(root: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def root_state(root: str) -> tuple:
+    """The work dir's own metadata that a candidate could leave a message in."""
+    st = os.stat(root)
+    return st.st_mode & 0o7777, st.st_atime_ns, st.st_mtime_ns
+
+
+def _reset(root: str, state: tuple) -> None:
+    """Put the (emptied) work dir's own metadata back as it was at start: no extended
+    attributes, the same mode and times. Done just before each candidate process starts, so
+    the change time it sees says only when it started."""
+    try:
+        names = os.listxattr(root)
+    except OSError:  # a file system without xattrs (guard mode on some hosts)
+        names = []
+    try:
+        for name in names:
+            os.removexattr(root, name)
+        mode, atime, mtime = state
+        os.chmod(root, mode)
+        os.utime(root, ns=(atime, mtime))
+    except OSError as exc:
+        raise ServerBroken(f"work dir cannot be reset: {exc}") from None
+
+
+def _fingerprint(zygote: int) -> tuple:
+    """This process's and the zygote's rlimits and scheduling: a candidate that could change
+    them would reach every later candidate (seccomp refuses it; this checks)."""
+    out = []
+    for pid in (os.getpid(), zygote):
+        out.append((tuple(resource.prlimit(pid, r) for r in _RLIMITS),
+                    os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid),
+                    os.sched_getparam(pid).sched_priority,
+                    tuple(sorted(os.sched_getaffinity(pid)))))
+    return tuple(out)
+
+
+_RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
 
 
 class _Run:
@@ -277,26 +336,33 @@ class _Process:
     """One candidate process being supervised: phase, current test, its clock and deadline."""
 
     def __init__(self, run: _Run, ports: Ports, start: int) -> None:
+        _reset(run.root, ports.root_state)
         os.write(ports.ctl, b"f")
         self.pid = _from_zygote(ports, 0)
         _write_job(ports, run.line, start)
         self.reader = _Reader(ports.results)
         self.phase, self.cur, self.mark = LOAD, start, time.monotonic()
+        self.load_s = 0.0  # charged to the first test this process runs
         self.limit_end = min(self.mark + run.req["load_limit_s"], run.deadline)
         self.ended: tuple = ()  # (kind, message) when it stopped before finishing
+
+    def spent(self, now: float) -> float:
+        """Seconds of the current test, plus the module's load time if it is the first."""
+        seconds, self.load_s = now - self.mark + self.load_s, 0.0
+        return seconds
 
 
 def _step(run: _Run, proc: _Process, kind: str, msg: dict, now: float) -> bool:
     """Apply one message (see the state table above); False when this process is done."""
     if proc.phase == LOAD and kind == LOADED:
-        proc.phase, proc.mark = TEST, now
+        proc.phase, proc.load_s, proc.mark = TEST, now - proc.mark, now
         proc.limit_end = run.limit_end(proc.cur, now)
         return True
     if proc.phase == TEST and kind == RESULT and msg["i"] == proc.cur:
         if "out" in msg:
-            run.record(proc.cur, "RAN", now - proc.mark, out=msg["out"])
+            run.record(proc.cur, "RAN", proc.spent(now), out=msg["out"])
         else:
-            run.record(proc.cur, "ERROR", now - proc.mark, detail=msg["err"])
+            run.record(proc.cur, "ERROR", proc.spent(now), detail=msg["err"])
         proc.cur, proc.mark = proc.cur + 1, now
         if proc.cur < run.n:
             proc.limit_end = run.limit_end(proc.cur, now)
@@ -340,7 +406,7 @@ def _run_process(run: _Run, ports: Ports, start: int) -> int:
         return run.n
     kind, msg = proc.ended
     timed_out = kind == TIMEOUT
-    run.record(proc.cur, "TIMEOUT" if timed_out else "ERROR", time.monotonic() - proc.mark,
+    run.record(proc.cur, "TIMEOUT" if timed_out else "ERROR", proc.spent(time.monotonic()),
                detail="test time limit" if timed_out else msg.get("detail") or f"process {why}")
     return proc.cur + 1
 
@@ -364,9 +430,12 @@ def main() -> None:
     stdin, out = sys.stdin.buffer, sys.stdout
     setup = json.loads(stdin.readline())
     ports = start_zygote(setup)
+    ports.root_state = root_state(setup["root"])
+    start = _fingerprint(ports.zygote)
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "root": setup["root"]}) + "\n")
     out.flush()
     for line in stdin:
-        out.write(json.dumps(supervise(line.rstrip(b"\n"), setup["root"], ports),
-                             separators=(",", ":")) + "\n")
+        resp = supervise(line.rstrip(b"\n"), setup["root"], ports)
+        resp["recycle"] |= _fingerprint(ports.zygote) != start  # changed: replace this server
+        out.write(json.dumps(resp, separators=(",", ":")) + "\n")
         out.flush()

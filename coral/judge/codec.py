@@ -16,6 +16,9 @@ What a candidate returns is read in the judge by `loads_result` instead, which b
 hashed container from candidate data (integers that collide in a set or dict would cost the
 judge quadratic time): a set becomes a `Bag` of its elements sorted by `order_key`, a dict the
 `Pairs` sorted by key, and `coral.judge.quixbugs.outputs_match` compares those canonical forms.
+Each Bag and Pairs stores its elements' order keys, computed once when it is built, so the
+work is linear in the size of the value however deeply sets nest; `loads_result` also takes a
+CPU-time deadline: the judge-side time a candidate's results may cost (charged to it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import collections.abc
 import json
 import math
+import time
 from typing import Any, Callable, Optional
 
 MAX_ITEMS = 200_000
@@ -34,12 +38,21 @@ class Unserialisable(ValueError):
     """A value cannot be carried by the wire format (odd type, too big or too deep)."""
 
 
-class _Budget:
-    """Mutable counters shared by one `encode` call."""
+class DecodeBudgetExceeded(Unserialisable):
+    """Decoding a candidate's result used up the judge-side time the candidate was given."""
 
-    def __init__(self) -> None:
+
+_CLOCK_EVERY = 1024
+
+
+class _Budget:
+    """Mutable counters shared by one `encode` or `loads_result` call; optionally a CPU-time
+    deadline (`time.thread_time`) checked every `_CLOCK_EVERY` items."""
+
+    def __init__(self, cpu_deadline: Optional[float] = None) -> None:
         self.items = 0
         self.chars = 0
+        self.cpu_deadline = cpu_deadline
 
     def take(self, items: int = 1, chars: int = 0) -> None:
         """Spend budget, raising when a cap is passed."""
@@ -47,6 +60,9 @@ class _Budget:
         self.chars += chars
         if self.items > MAX_ITEMS or self.chars > MAX_CHARS:
             raise Unserialisable("result too large")
+        if (self.cpu_deadline is not None and not self.items % _CLOCK_EVERY
+                and time.thread_time() > self.cpu_deadline):
+            raise DecodeBudgetExceeded("result too costly to decode")
 
 
 def _float(v: float) -> Any:
@@ -194,30 +210,47 @@ def loads(text: str, nodes: Optional[list] = None) -> Any:
 
 
 class Bag(tuple):
-    """A set as its distinct elements sorted by `order_key` (compared without hashing)."""
+    """A set as its distinct elements sorted by their order keys (compared without hashing).
 
-    __slots__ = ()
+    `keys` holds the elements' order keys, computed once when the Bag is built, so that an
+    enclosing Bag or Pairs, and the comparison, never recompute them (deeply nested sets
+    around a large value would otherwise cost the judge time quadratic in its size)."""
+
+    keys: tuple = ()
+
+    @property
+    def key(self) -> tuple:
+        """This Bag's own order key."""
+        return (6, self.keys)
 
 
 class Pairs(tuple):
-    """A dict as its (key, value) pairs sorted by `order_key` of the key, keys distinct."""
+    """A dict as its (key, value) pairs sorted by the order key of the key, keys distinct;
+    `keys` holds the order keys of its keys, `vkeys` (computed on first use) of its values."""
 
-    __slots__ = ()
+    keys: tuple = ()
+
+    @property
+    def key(self) -> tuple:
+        """This Pairs' own order key (the values' keys computed once, when first asked)."""
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            cached = self._key = (7, tuple(zip(self.keys, (order_key(v) for _, v in self))))
+        return cached
 
 
 def order_key(v: Any) -> tuple:
     """A total order over canonical values; equal keys iff Python's set/dict would merge them
-    (1 == 1.0 == True; NaN equals only NaN here)."""
+    (1 == 1.0 == True; NaN equals only NaN here). Bags and Pairs answer with their stored key:
+    the work is linear in the size of `v`, whatever its nesting."""
     if v is None:
         return (0,)
     if isinstance(v, (bool, int, float)):
         return (2,) if v != v else (1, v)
     if isinstance(v, str):
         return (3, v)
-    if isinstance(v, Bag):
-        return (6, tuple(order_key(x) for x in v))
-    if isinstance(v, Pairs):
-        return (7, tuple((order_key(k), order_key(x)) for k, x in v))
+    if isinstance(v, (Bag, Pairs)):
+        return v.key
     if isinstance(v, tuple):
         return (4, tuple(order_key(x) for x in v))
     if isinstance(v, list):
@@ -228,23 +261,29 @@ def order_key(v: Any) -> tuple:
 def _bag(items: list) -> Bag:
     """Sorted, with duplicates (equal order keys) dropped."""
     keyed = sorted(((order_key(x), i) for i, x in enumerate(items)), key=lambda t: t[0])
-    out, last = [], object()
+    out, keys, last = [], [], object()
     for key, i in keyed:
         if key != last:
             out.append(items[i])
+            keys.append(key)
             last = key
-    return Bag(out)
+    bag = Bag(out)
+    bag.keys = tuple(keys)
+    return bag
 
 
 def _pairs(pairs: list) -> Pairs:
     """Sorted by key; of duplicate keys the last one wins, as in a dict literal."""
     keyed = sorted(((order_key(k), -i) for i, (k, _) in enumerate(pairs)), key=lambda t: t)
-    out, last = [], object()
+    out, keys, last = [], [], object()
     for key, neg in keyed:
         if key != last:
             out.append(pairs[-neg])
+            keys.append(key)
             last = key
-    return Pairs(out)
+    result = Pairs(out)
+    result.keys = tuple(keys)
+    return result
 
 
 def canonical(value: Any, depth: int = 0) -> Any:
@@ -292,11 +331,14 @@ def _result(data: Any, budget: _Budget, depth: int) -> Any:
     raise ValueError(f"not a wire value: {str(data)[:80]}")
 
 
-def loads_result(text: str) -> Any:
-    """A candidate's encoded result -> canonical value; ValueError on anything malformed."""
+def loads_result(text: str, cpu_deadline: Optional[float] = None) -> Any:
+    """A candidate's encoded result -> canonical value; ValueError on anything malformed,
+    `DecodeBudgetExceeded` once this thread's CPU time passes `cpu_deadline`."""
     if len(text) > 4 * MAX_CHARS:
         raise ValueError("result too large")
     try:
-        return _result(json.loads(text), _Budget(), 0)
+        return _result(json.loads(text), _Budget(cpu_deadline), 0)
+    except DecodeBudgetExceeded:
+        raise
     except (RecursionError, TypeError, Unserialisable) as exc:
         raise ValueError(f"malformed value: {exc}"[:200]) from None

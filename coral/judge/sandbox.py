@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_SOURCE_CHARS = 100_000
 _SERVER_START_ATTEMPTS = 3
 _SERVER_SLACK_S = 5.0  # beyond the candidate's budget before the judge gives up on a server
+DECODE_FLOOR_S = 1.0  # judge CPU seconds a candidate's results may always cost to decode
 
 __all__ = ["Judge", "SandboxError", "MAX_SOURCE_CHARS"]
 
@@ -54,6 +55,9 @@ class Judge:
         self._lock = threading.Lock()
         self._calibrating: dict[str, threading.Lock] = {}
         self.isolation = boundary.choose(sandbox.isolation)  # logs which, at start
+        # Servers are started from this one thread, alive as long as the judge: bwrap's
+        # --die-with-parent death signal fires when the thread that forked it ends.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="coral-sandbox-spawn")
 
     # ------------------------------------------------------------------ servers
     def _acquire(self) -> ForkServer:
@@ -82,7 +86,8 @@ class Judge:
         """
         for attempt in range(1, attempts + 1):
             try:
-                return ForkServer(self.isolation, self.sandbox.work_dir_mb)
+                return self._spawner.submit(ForkServer, self.isolation, self.sandbox.work_dir_mb,
+                                            self.sandbox.max_processes).result()
             except SandboxError as exc:
                 if attempt == attempts:
                     raise
@@ -107,6 +112,8 @@ class Judge:
         for s in servers:
             s.close()
         self._servers = queue.SimpleQueue()
+        self._spawner.shutdown(wait=False)
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="coral-sandbox-spawn")
 
     def __enter__(self) -> "Judge":
         return self
@@ -206,9 +213,8 @@ class Judge:
             return verdict(status, detail=f"sandbox server {why}")
         if resp["status"] == "SETUP":
             raise SandboxError(f"sandbox setup failed: {resp['detail']}")
-        tests = [self._verdict(i, r, problem) for i, r in enumerate(resp["tests"])]
-        return verdict(CandidateStatus(resp["status"]), tests, resp["seconds"],
-                       self._detail(resp))
+        return verdict(CandidateStatus(resp["status"]), self._compare(resp, problem),
+                       resp["seconds"], self._detail(resp))
 
     def _request(self, candidate: Candidate, problem: Problem, limits: list[float]) -> dict:
         """The request for the fork server: inputs and limits, never the expected answers."""
@@ -254,19 +260,36 @@ class Judge:
             detail = (detail + "\n" if detail else "") + "output: " + shown
         return detail
 
-    @staticmethod
-    def _verdict(index: int, raw: dict, problem: Problem) -> CaseResult:
-        """Compare one raw child result with the expected answer (here, in the judge)."""
-        seconds = float(raw["seconds"])
-        if raw["status"] != "RAN":
-            return CaseResult(index, CaseStatus(raw["status"]), seconds, raw["detail"])
-        case = problem.tests[index]
-        try:
-            actual = codec.loads_result(raw["out"])
-        except ValueError as exc:
-            return CaseResult(index, CaseStatus.ERROR, seconds, f"unreadable result: {exc}")
-        if outputs_match(actual, case.expected, case.abs_tol):
-            return CaseResult(index, CaseStatus.PASS, seconds)
-        shown = repr(actual)
-        return CaseResult(index, CaseStatus.FAIL, seconds,
-                          f"got {shown[:120]}{'...' if len(shown) > 120 else ''}")
+    def _compare(self, resp: dict, problem: Problem) -> list[CaseResult]:
+        """Decode and compare each test's result here, on a budget charged to the candidate:
+        this thread's CPU time may run to what is left of its budget (at least
+        `DECODE_FLOOR_S`), and what each test's decoding costs is added to its seconds."""
+        left = max(DECODE_FLOOR_S, self.sandbox.candidate_timeout_s - resp["seconds"])
+        deadline = time.thread_time() + left
+        return [_verdict(i, r, problem, deadline) for i, r in enumerate(resp["tests"])]
+
+
+def _verdict(index: int, raw: dict, problem: Problem, cpu_deadline: float) -> CaseResult:
+    """Compare one raw child result with the expected answer (here, in the judge). Whatever
+    the comparison raises is the test's FAIL, never the judge's exception."""
+    seconds = float(raw["seconds"])
+    if raw["status"] != "RAN":
+        return CaseResult(index, CaseStatus(raw["status"]), seconds, raw["detail"])
+    case = problem.tests[index]
+    t0 = time.thread_time()
+    try:
+        actual = codec.loads_result(raw["out"], cpu_deadline)
+    except codec.DecodeBudgetExceeded:
+        return CaseResult(index, CaseStatus.ERROR, seconds + time.thread_time() - t0,
+                          "result too costly to decode (the candidate's budget is spent)")
+    except Exception as exc:  # noqa: BLE001 - ValueError, MemoryError ...: unreadable
+        return CaseResult(index, CaseStatus.ERROR, seconds + time.thread_time() - t0,
+                          f"unreadable result: {exc}"[:300])
+    try:
+        status = CaseStatus.PASS if outputs_match(actual, case.expected, case.abs_tol) \
+            else CaseStatus.FAIL
+        shown = "" if status is CaseStatus.PASS else repr(actual)
+        detail = shown and f"got {shown[:120]}{'...' if len(shown) > 120 else ''}"
+    except Exception as exc:  # noqa: BLE001 - e.g. OverflowError, a repr too deep or long
+        status, detail = CaseStatus.FAIL, f"comparison failed: {type(exc).__name__}"
+    return CaseResult(index, status, seconds + time.thread_time() - t0, detail)

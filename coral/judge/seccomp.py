@@ -13,6 +13,18 @@ processes' memory, pidfds, device nodes and FIFOs, mounts and namespaces, socket
 io_uring, keyrings, perf events, kernel modules, System V IPC and message queues (which
 would outlive one candidate and reach the next). A syscall made with another architecture's
 calling convention (e.g. int 0x80 on x86-64) kills the process (libseccomp's default).
+
+A candidate names no process but itself: every call that takes a pid (or a process group or
+user) and changes that process's limits, scheduling or I/O priority is refused unless the
+target is 0, "myself" (`SELF_ONLY`); and so are the ways to make the kernel signal another
+process on the candidate's behalf: fcntl F_SETOWN / F_SETOWN_EX / F_SETSIG, O_ASYNC through
+F_SETFL, and their ioctl twins FIOASYNC / FIOSETOWN / SIOCSPGRP / TIOCSPGRP (a SIGIO owner
+can be any process of the same uid: the supervisor, which a SIGSTOP would freeze). Command
+numbers are compared on their low 32 bits, as the kernel reads them; pids must be exactly 0.
+
+`threads=False` (no pids cgroup on this machine, coral.judge.cgroup) refuses clone altogether:
+RLIMIT_NPROC does not bind a uid that maps to host root, so without pids.max the only limit on
+threads that binds is none at all.
 """
 
 from __future__ import annotations
@@ -44,14 +56,44 @@ DENIED_SYSCALLS = (
     "mq_notify", "mq_getsetattr",
 )
 _CLONE_THREAD = 0x00010000
+_LOW32 = 0xFFFFFFFF
+# (syscall, index of its pid argument): refused unless that argument is exactly 0 (self).
+SELF_ONLY = (("prlimit64", 0), ("sched_setscheduler", 0), ("sched_setparam", 0),
+             ("sched_setattr", 0), ("sched_setaffinity", 0), ("setpgid", 0), ("setpgid", 1),
+             # setpriority(which, who) / ioprio_set(which, who, prio): who 0 of PRIO_PROCESS
+             # (0) / IOPRIO_WHO_PROCESS (1); a group or a user would reach the supervisor.
+             ("setpriority", 1), ("ioprio_set", 1))
+_SELF_KIND = (("setpriority", 0), ("ioprio_set", 1))  # (syscall, the only `which` allowed)
+_F_SETFL, _O_ASYNC = 4, 0o20000
+_FCNTL_OWNER = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
+_IOCTL_OWNER = (0x5452, 0x8901, 0x8902, 0x5410)  # FIOASYNC, FIOSETOWN, SIOCSPGRP, TIOCSPGRP
 
 
 class SeccompUnavailable(RuntimeError):
     """pyseccomp or libseccomp.so.2 is missing: the kernel boundary cannot be built."""
 
 
-def compile_filter() -> bytes:
-    """The candidate filter as raw BPF (struct sock_filter[]) for this machine."""
+def _self_only(sc, filt, refuse) -> None:
+    """The rules that keep a candidate's pid-taking and signal-owner calls on itself."""
+    for name, index in SELF_ONLY:
+        filt.add_rule(refuse, name, sc.Arg(index, sc.NE, 0))
+    for name, which in _SELF_KIND:
+        filt.add_rule(refuse, name, sc.Arg(0, sc.NE, which))
+    for name in ("fcntl", "fcntl64"):
+        try:
+            for cmd in _FCNTL_OWNER:
+                filt.add_rule(refuse, name, sc.Arg(1, sc.MASKED_EQ, _LOW32, cmd))
+            filt.add_rule(refuse, name, sc.Arg(1, sc.MASKED_EQ, _LOW32, _F_SETFL),
+                          sc.Arg(2, sc.MASKED_EQ, _O_ASYNC, _O_ASYNC))
+        except (OSError, ValueError):  # fcntl64 exists on 32-bit ABIs only
+            continue
+    for cmd in _IOCTL_OWNER:
+        filt.add_rule(refuse, "ioctl", sc.Arg(1, sc.MASKED_EQ, _LOW32, cmd))
+
+
+def compile_filter(threads: bool = True) -> bytes:
+    """The candidate filter as raw BPF (struct sock_filter[]) for this machine; with
+    `threads=False` no clone at all (see the module docstring)."""
     try:
         import pyseccomp as sc
     except (ImportError, OSError, TypeError) as exc:  # TypeError: libseccomp.so.2 not found
@@ -65,10 +107,14 @@ def compile_filter() -> bytes:
             continue
     # Threads may be created (clone with CLONE_THREAD), processes not. clone3's flags live in
     # memory a filter cannot read: ENOSYS makes glibc fall back to clone for threads.
-    filt.add_rule(refuse, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+    if threads:
+        filt.add_rule(refuse, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))
+    else:
+        filt.add_rule(refuse, "clone")
     filt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     # kill(0, sig) reaches only the candidate's own process group (its own session).
     filt.add_rule(refuse, "kill", sc.Arg(0, sc.NE, 0))
+    _self_only(sc, filt, refuse)
     with tempfile.TemporaryFile() as out:
         filt.export_bpf(out)
         out.seek(0)
@@ -79,6 +125,6 @@ def compile_filter() -> bytes:
 
 
 @functools.cache
-def candidate_filter() -> bytes:
-    """`compile_filter()`, once per process."""
-    return compile_filter()
+def candidate_filter(threads: bool = True) -> bytes:
+    """`compile_filter(threads)`, once per process."""
+    return compile_filter(threads)

@@ -7,6 +7,11 @@ exactly (`valid_response`); anything else makes the judge kill the server and st
 A server's work dir goes with it: a tmpfs inside its mount namespace under the kernel
 boundary, host temp dirs (work dir, copies of its code; removed by `kill`/`close`) under the
 guard.
+
+A kill takes the whole sandbox, stopped processes included: the PID namespace's init (its pid
+from bwrap's --info-fd, held as a pidfd) is SIGKILLed, which makes the kernel kill every
+process in the namespace; then the outer bwrap's session; then, where there is one, every
+task left in the server's pids cgroup (coral.judge.cgroup), which is removed.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import time
 from typing import Optional
 
 from coral.judge.boundary import SANDBOX_TMP, Isolation, server_argv, stage_child_files
+from coral.judge.cgroup import SERVER_TASKS, ServerCgroup
 from coral.judge.child import MAX_RESPONSE_CHARS
 
 MAX_FRAME_BYTES = MAX_RESPONSE_CHARS + (1 << 20)
 START_TIMEOUT_S = 30.0
+KILL_WAIT_S = 5.0  # for the PID namespace to empty after its init is killed
 _CANDIDATE_STATUSES = ("OK", "TIMEOUT", "CRASH", "MISSING_FUNCTION", "SETUP")
 _TEST_STATUSES = ("RAN", "ERROR", "TIMEOUT")
 _RESPONSE_KEYS = {"id", "status", "detail", "output", "tests", "recycle", "seconds"}
@@ -61,7 +68,7 @@ def valid_response(resp, rid: str, n_tests: int) -> bool:
 class ForkServer:
     """One fork server (coral.judge.child) inside `isolation`, and its pipes."""
 
-    def __init__(self, isolation: Isolation, work_dir_mb: int) -> None:
+    def __init__(self, isolation: Isolation, work_dir_mb: int, max_processes: int = 64) -> None:
         kernel = isolation.kind == "kernel"
         self.root = SANDBOX_TMP if kernel else tempfile.mkdtemp(prefix="coral-sandbox-")
         self._host_dirs = [] if kernel else [self.root]
@@ -70,19 +77,61 @@ class ForkServer:
             lib = stage_child_files(tempfile.mkdtemp(prefix="coral-sandbox-lib-"))
             self._host_dirs.append(lib)
         self._buf = b""
-        self.proc = subprocess.Popen(
-            server_argv(isolation, work_dir_mb, lib), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd="/",
-            start_new_session=True)
+        self.init_pidfd = -1  # the PID namespace's init (kernel boundary)
+        self.cgroup = (ServerCgroup(isolation.cgroup_parent, SERVER_TASKS + max_processes)
+                       if kernel and isolation.cgroup_parent else None)
+        info_r, info_w = os.pipe() if kernel else (-1, -1)
+        try:
+            self.proc = subprocess.Popen(
+                server_argv(isolation, work_dir_mb, lib, info_w), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                cwd="/", start_new_session=True, pass_fds=(info_w,) if kernel else (),
+                preexec_fn=self.cgroup.join if self.cgroup else None)
+        except BaseException:
+            self._close_fds(info_r, info_w)
+            if self.cgroup:
+                self.cgroup.kill()
+            raise
+        self._close_fds(info_w)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        if kernel:
+            self.init_pidfd = self._init_pidfd(info_r, deadline)
+        self._start(isolation, deadline)
+
+    def _start(self, isolation: Isolation, deadline: float) -> None:
+        """Send the set-up line and wait for the server's hello."""
         setup = {"root": self.root, "seccomp": isolation.seccomp.hex()}
         hello = None
-        if self._send(setup):
-            hello = self._read(time.monotonic() + START_TIMEOUT_S)
+        if (isolation.kind != "kernel" or self.init_pidfd >= 0) and self._send(setup):
+            hello = self._read(deadline)
         if not (type(hello) is dict and hello.get("ready") is True):
             self.kill()
             raise SandboxError(f"fork server failed to start (exit {self.proc.returncode})")
         self.info = hello
+
+    @staticmethod
+    def _close_fds(*fds: int) -> None:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    @staticmethod
+    def _init_pidfd(info_r: int, deadline: float) -> int:
+        """A pidfd of the namespace's init, from bwrap's info JSON (-1 if it never came)."""
+        data = b""
+        try:
+            while select.select([info_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                chunk = os.read(info_r, 4096)
+                if not chunk or len(data) > 65536:
+                    break
+                data += chunk
+        finally:
+            os.close(info_r)
+        try:
+            pid = json.loads(data)["child-pid"]
+            return os.pidfd_open(pid) if type(pid) is int and pid > 1 else -1
+        except (ValueError, KeyError, TypeError, OSError):
+            return -1
 
     @property
     def alive(self) -> bool:
@@ -126,7 +175,17 @@ class ForkServer:
         return resp, ""
 
     def kill(self) -> None:
-        """Kill the server's whole session (bwrap and everything inside) and reap it."""
+        """Kill the whole sandbox (the namespace's init, the outer bwrap's session, the
+        cgroup), stopped processes included, and reap it."""
+        if self.init_pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
+                # the init exits once the kernel has killed everything in its namespace
+                select.select([self.init_pidfd], [], [], KILL_WAIT_S)
+            except OSError:  # already gone
+                pass
+            os.close(self.init_pidfd)
+            self.init_pidfd = -1
         if self.proc.poll() is None:  # once reaped, its pid may belong to someone else
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -134,6 +193,8 @@ class ForkServer:
                 pass
             self.proc.kill()
         self.proc.wait()
+        if self.cgroup is not None and self.cgroup.kill():
+            self.cgroup = None
         self._cleanup()
 
     def close(self) -> None:

@@ -9,16 +9,21 @@ stops them is the kernel boundary: namespaces, the read-only filesystem view, se
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hostcheck import Listener, pid_namespaces, processes_in, python_dirs, snapshot
+from hostcheck import (Listener, Watch, pid_namespaces, processes_below, processes_in, python_dirs,
+                       sandbox_processes, server_pids, snapshot, stopped, work_dir_used_kib)
 
 from coral.config import SandboxConfig
 from coral.judge.quixbugs import load_problems, select
-from coral.judge.sandbox import Judge
+from coral.judge.sandbox import DECODE_FLOOR_S, Judge
 from coral.messages import Candidate, CandidateStatus
 
 CFG = SandboxConfig(isolation="strict", time_floor_s=0.3, time_factor=10.0,
@@ -181,6 +186,8 @@ def verdicts(host):
 def test_every_root_cause_has_a_fresh_candidate():
     names = _root_causes(Path("/b"), Path("/q"), "/s")
     assert {n.split("_")[0] for n in names} == {"rc1", "rc2", "rc3", "rc4", "rc5"}
+    # issue 21: r4 (kill), r6 (shared state), r8 (printing) have tests of their own below
+    assert {n.split("_")[0] for n in _round3()} == {"r1", "r2", "r3", "r4", "r5", "r7"}
 
 
 def _all_names() -> list[str]:
@@ -300,3 +307,274 @@ def _scan_after_earlier(judge: Judge) -> None:
     scan = judge.judge(Candidate("scanner", "gcd", SCAN))
     assert scan.tests[0].detail.startswith("got [0, "), scan.tests[0].detail
     assert scan.tests[0].detail != "got [0, 0]"
+
+
+# --------------------------------------------------------------------------------------------
+# Round 3 (issue 21): one fresh attack per root cause, each judged on a one-server judge and
+# watched from the host (`hostcheck.Watch`): no stopped sandbox process, the peak of threads in
+# the sandboxes and on the host, host Shmem, the work dir empty after it, and a correct
+# candidate judged right after it on the same judge passes.
+R3 = replace(CFG, time_floor_s=1.0, candidate_timeout_s=4.0, work_dir_mb=16)
+FILL_TMP = ("    with open('/tmp/fill', 'wb') as f:\n        try:\n"
+            "            f.write(b'x' * (15 << 20))\n        except OSError:\n            pass\n")
+SELF_ONLY_CALLS = NEUTER + '''import resource, ctypes
+libc = sys.modules['coral.judge.candidate']._LIBC
+def gcd(a, b):
+    codes = []
+    def attempt(f):
+        try:
+            codes.append(f())
+        except OSError as e:
+            codes.append(e.errno)
+        except Exception as e:
+            codes.append(type(e).__name__)
+    for pid in (1, 2, 3, os.getppid()):
+        attempt(lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (8, 8)) and 0)
+        attempt(lambda: resource.prlimit(pid, resource.RLIMIT_DATA, (1 << 20, 1 << 20)) and 0)
+        attempt(lambda: os.setpriority(os.PRIO_PROCESS, pid, 19))
+        attempt(lambda: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)))
+        attempt(lambda: os.sched_setaffinity(pid, {0}))
+        attempt(lambda: libc.syscall(251, 1, pid, 7 << 13) and ctypes.get_errno())  # ioprio_set
+    attempt(lambda: os.setpriority(os.PRIO_USER, 0, 19))
+    attempt(lambda: os.setpriority(os.PRIO_PGRP, 0, 19))
+    limit = (ctypes.c_ulong * 2)(8, 8)  # prlimit64 on pid 1 with high bits set (x86-64: 302)
+    attempt(lambda: libc.syscall(302, ctypes.c_long(0x100000001), 7, limit, None)
+            and ctypes.get_errno())
+    return sorted(set(codes))
+'''
+SIGNAL_OWNER = NEUTER + '''import ctypes, fcntl, signal, termios
+def gcd(a, b):
+''' + FILL_TMP + '''    codes = []
+    for cmd, arg in ((fcntl.F_SETOWN, os.getppid()), (fcntl.F_SETOWN, -os.getpgid(0)),
+                     (10, signal.SIGSTOP), (fcntl.F_SETFL, os.O_ASYNC | os.O_WRONLY)):
+        try:
+            codes.append(fcntl.fcntl(3, cmd, arg))
+        except OSError as e:
+            codes.append(e.errno)
+    # F_SETOWN with high bits set in the command (x86-64 fcntl is syscall 72)
+    libc = sys.modules['coral.judge.candidate']._LIBC
+    codes.append(libc.syscall(72, 3, ctypes.c_long((1 << 32) | fcntl.F_SETOWN), 2)
+                 and ctypes.get_errno())
+    for req in (termios.FIOASYNC, 0x8901):
+        try:
+            codes.append(fcntl.ioctl(3, req, b'\\x01\\x00\\x00\\x00'))
+        except OSError as e:
+            codes.append(e.errno)
+    return sorted(set(map(str, codes)))
+'''
+RAW_THREADS = NEUTER + '''import ctypes, time, threading
+libc = sys.modules['coral.judge.candidate']._LIBC
+def gcd(a, b):
+    attr = ctypes.create_string_buffer(256)
+    libc.pthread_attr_init(attr)
+    libc.pthread_attr_setstacksize(attr, ctypes.c_size_t(1 << 16))
+    pause, tid, n = ctypes.cast(libc.pause, ctypes.c_void_p), ctypes.c_ulong(), 0
+    while n < 5000 and libc.pthread_create(ctypes.byref(tid), attr, pause, None) == 0:
+        n += 1
+    try:
+        while True:
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+            n += 1
+    except RuntimeError:
+        pass
+    time.sleep(0.3)
+    return n
+'''
+IMPORT_WORK = '''import time
+_t0 = time.monotonic()
+while time.monotonic() - _t0 < 0.4:
+    pass
+def gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+'''
+
+
+def _round3() -> dict[str, tuple[str, str]]:
+    """name -> (problem, source); the prefix rNN names the root cause of issue 21."""
+    return {
+        "r1_huge_int_on_float_problem": ("sqrt", "def sqrt(x, epsilon):\n    return 2 ** 4000\n"),
+        "r2_nested_frozensets": ("gcd", BODY + "    v = tuple(range(60000))\n"
+                                 "    for i in range(190):\n        v = frozenset([v, i])\n"
+                                 "    return v\n"),
+        "r3_other_pids": ("gcd", SELF_ONLY_CALLS),
+        "r4_signal_owner": ("gcd", SIGNAL_OWNER),
+        "r5_threads": ("gcd", RAW_THREADS),
+        "r7_import_time": ("gcd", IMPORT_WORK),
+    }
+
+
+@pytest.fixture(scope="module")
+def round3(quixbugs_dir):
+    """Each round-3 attack with what the host saw, then a reference judged after it."""
+    judge = Judge(select(load_problems(quixbugs_dir), ["gcd", "sqrt"]), R3,
+                  dataset_dir=str(quixbugs_dir), workers=1)
+    judge.calibrate()
+    out = {}
+    for name, (problem, code) in _round3().items():
+        t0, cpu0 = time.monotonic(), time.thread_time()
+        with Watch(lambda: server_pids(judge)) as watch:
+            verdict = judge.judge(Candidate(name, problem, code))
+        wall, cpu = time.monotonic() - t0, time.thread_time() - cpu0
+        after = {p: judge.judge(Candidate("ref", p, judge.problem(p).reference_source))
+                 for p in ("gcd", "sqrt")}
+        out[name] = {"verdict": verdict, "wall": wall, "judge_cpu": cpu, "watch": watch,
+                     "after": after, "left": sandbox_processes(judge),
+                     "tmp_kib": work_dir_used_kib(judge)}
+    yield judge, out
+    judge.close()
+
+
+@pytest.mark.parametrize("name", sorted(_round3()))
+def test_round3_attack_is_contained(round3, name):
+    """Fails within its limit; nothing stopped; threads bounded by the cgroup; the work dir
+    empty again; host Shmem back; a correct candidate after it passes everything."""
+    from coral.judge.cgroup import SERVER_TASKS
+    from coral.judge.fitness import runtime_score
+    judge, seen = round3[0], round3[1][name]
+    verdict, watch = seen["verdict"], seen["watch"]
+    if name.startswith("r7_"):  # correct, but its work at import is its time
+        assert runtime_score(verdict, judge.problem(verdict.problem)) <= 0.1, verdict
+    else:
+        assert verdict.passed < verdict.total, verdict
+    assert seen["wall"] <= R3.candidate_timeout_s + DECODE_FLOOR_S + SLACK_S, seen
+    assert not watch.stopped_seen and not stopped(seen["left"])
+    assert watch.peak_sandbox <= SERVER_TASKS + R3.max_processes + 2, watch.peak_sandbox
+    assert watch.peak_host - watch.host_before < 1000, (watch.host_before, watch.peak_host)
+    assert watch.shmem_after - watch.shmem_before < 256 * 1024
+    assert seen["tmp_kib"] < 1024, seen["tmp_kib"]
+    for problem, ref in seen["after"].items():
+        assert ref.status is CandidateStatus.OK and ref.passed == ref.total, (problem, ref)
+
+
+def test_round3_each_root_cause_met_its_fix(round3):
+    """What stopped each one is the fix of its root cause, not luck."""
+    seen = {n: s for n, s in round3[1].items()}
+    huge = seen["r1_huge_int_on_float_problem"]["verdict"]
+    assert {t.status.value for t in huge.tests} == {"FAIL"}          # a verdict, not a crash
+    nested = seen["r2_nested_frozensets"]
+    assert nested["judge_cpu"] < 3.0, nested["judge_cpu"]             # was 57 s
+    assert seen["r3_other_pids"]["verdict"].tests[0].detail == "got [1]"  # EPERM, every one
+    owner = seen["r4_signal_owner"]["verdict"].tests[0].detail
+    assert owner == "got ['1']", owner                                  # EPERM, every one
+    threads = seen["r5_threads"]["verdict"].tests[0].detail
+    assert threads.startswith("got ") and int(threads[4:]) <= R3.max_processes, threads
+    first = seen["r7_import_time"]["verdict"].tests[0]
+    assert first.status.value == "PASS" and first.seconds >= 0.4       # import is its time
+
+
+def test_threads_are_refused_without_a_pids_cgroup(quixbugs_dir, monkeypatch):
+    """The fallback where the host offers no writable pids controller: no threads at all."""
+    from coral.judge import boundary, cgroup
+    monkeypatch.setattr(cgroup, "pids_parent", lambda: None)
+    one_task_each = cgroup.SERVER_TASKS + 1  # bwrap x2, supervisor, zygote, the candidate
+    with Judge(select(load_problems(quixbugs_dir), ["gcd"]), R3, dataset_dir=str(quixbugs_dir),
+               workers=1) as judge:
+        assert not judge.isolation.cgroup_parent
+        with Watch(lambda: server_pids(judge)) as watch:
+            out = judge.judge(Candidate("threads", "gcd", RAW_THREADS))
+        assert out.tests[0].detail == "got 0" and watch.peak_sandbox <= one_task_each
+        ref = judge.judge(Candidate("ref", "gcd", judge.problem("gcd").reference_source))
+        assert ref.passed == ref.total
+    assert boundary.cgroup is cgroup
+
+
+def test_a_kill_takes_the_whole_sandbox_stopped_processes_included(quixbugs_dir):
+    """Root cause 4: every process of a server stopped from the host (what a SIGSTOP sent by
+    the kernel on a candidate's behalf did to the supervisor); closing the judge still leaves
+    nothing, in any state, and no cgroup."""
+    import signal
+    with Judge(select(load_problems(quixbugs_dir), ["gcd"]), R3, workers=1) as judge:
+        ref = Candidate("ref", "gcd", judge.problem("gcd").reference_source)
+        assert judge.judge(ref).passed == 6
+        namespaces = pid_namespaces(judge)
+        groups = [s.cgroup.path for s in judge._all_servers if s.cgroup]
+        for pid in sandbox_processes(judge):
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        assert len(stopped(sandbox_processes(judge))) >= 4
+    assert processes_in(namespaces) == []  # gone when close() returns
+    assert not any(os.path.exists(g) for g in groups)
+
+
+def test_servers_outlive_the_threads_that_started_them(quixbugs_dir):
+    """bwrap's --die-with-parent follows the thread that forked it: servers are started from
+    the judge's own long-lived thread, so judge_many's worker threads can end."""
+    with Judge(select(load_problems(quixbugs_dir), ["gcd"]), R3, workers=2) as judge:
+        ref = Candidate("ref", "gcd", judge.problem("gcd").reference_source)
+        assert all(v.passed == 6 for v in judge.judge_many([ref] * 4))  # its threads are gone
+        pids = {s.proc.pid for s in judge._all_servers}
+        time.sleep(0.3)
+        assert all(s.alive for s in judge._all_servers)
+        assert all(v.passed == 6 for v in judge.judge_many([ref] * 4))
+        assert {s.proc.pid for s in judge._all_servers} == pids
+
+
+LEAVE_STATE = NEUTER + '''import fcntl
+def gcd(a, b):
+    x, y = a, b
+    while y:
+        x, y = y, x % y
+    os.setxattr('/tmp', f'user.{a}_{b}', str(x).encode())
+    os.chmod('/tmp', 0o1700 | (x & 0o77))
+    os.utime('/tmp', ns=(x, x))
+    fcntl.fcntl(3, fcntl.F_SETFL, os.O_NONBLOCK)
+    fcntl.fcntl(3, 1031, 4096)  # F_SETPIPE_SZ
+''' + FILL_TMP + '''    return x
+'''
+# Never computes gcd: answers what an earlier candidate left, else describes what it sees.
+READ_STATE = NEUTER + '''import fcntl
+def gcd(a, b):
+    try:
+        return int(os.getxattr('/tmp', f'user.{a}_{b}'))
+    except OSError:
+        pass
+    st = os.stat('/tmp')
+    return repr([os.listxattr('/tmp'), oct(st.st_mode), st.st_atime_ns, st.st_mtime_ns,
+                 st.st_nlink, fcntl.fcntl(3, fcntl.F_GETFL), fcntl.fcntl(3, 1032)])
+'''
+
+
+def _coral_judge(tmp_path, files: dict[str, str], *flags: str) -> tuple[subprocess.CompletedProcess, Watch]:
+    """`coral judge FILE ... --problem gcd --workers 1` in a process of its own (stdout in strict
+    UTF-8), watched from the host."""
+    paths = []
+    for name, code in files.items():
+        (tmp_path / f"{name}.py").write_text(code, encoding="utf-8", errors="surrogatepass")
+        paths.append(str(tmp_path / f"{name}.py"))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    argv = [sys.executable, "-m", "coral", "judge", *paths, "--problem", "gcd",
+            "--workers", "1", "--set", "sandbox.time_floor_s=1.0", *flags]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=Path(__file__).resolve().parents[2])
+    with Watch(lambda: {proc.pid}) as watch:
+        out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err), watch
+
+
+def test_candidates_share_nothing_on_one_server(tmp_path):
+    """Root cause 6: judged in order on one server (`coral judge A B ... --workers 1`), a
+    candidate that never computes gcd sees exactly what it saw on a fresh server after one
+    that left answers in /tmp's xattrs, mode and times and reconfigured its result pipe; an
+    honest one after them passes."""
+    files = {"reader_first": READ_STATE, "writer": LEAVE_STATE, "reader_after": READ_STATE,
+             "reference": BODY + "    while b:\n        a, b = b, a % b\n    return a\n"}
+    done, watch = _coral_judge(tmp_path, files, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = {Path(v["file"]).stem: v for v in map(json.loads, done.stdout.splitlines())}
+    assert lines["writer"]["passed"] == 6 and lines["reference"]["passed"] == 6
+    first, after = lines["reader_first"], lines["reader_after"]
+    assert first["passed"] == after["passed"] == 0
+    assert [t[2] for t in after["tests"]] == [t[2] for t in first["tests"]], after["tests"]
+    assert not watch.stopped_seen and watch.peak_host - watch.host_before < 1000
+    assert watch.shmem_after - watch.shmem_before < 256 * 1024
+
+
+def test_table_mode_prints_what_a_candidate_printed_safely(tmp_path):
+    """Root cause 8: a lone surrogate in a candidate's output is escaped in the table."""
+    printer = "print('caf\\udce9 \\ud800')\n" + BODY + "    return -1\n"
+    done, watch = _coral_judge(tmp_path, {"printer": printer})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "\\udce9" in done.stdout, done.stdout
+    assert not watch.stopped_seen

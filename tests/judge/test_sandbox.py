@@ -254,3 +254,14 @@ def test_killed_judge_leaves_no_sandbox_process(quixbugs_dir):
     while processes_in(namespaces) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_in(namespaces) == []
+    _dead_judges_cgroups_are_swept(judge.pid)
+
+
+def _dead_judges_cgroups_are_swept(pid: int) -> None:
+    """The killed judge's pids cgroup (where the host has them) is removed by the next judge
+    process's sweep (here: this one's)."""
+    from coral.judge import cgroup
+    parent = cgroup.pids_parent()
+    if parent:
+        cgroup.sweep(parent)
+        assert not [n for n in os.listdir(parent) if n.startswith(f"coral-sandbox-{pid}-")]
