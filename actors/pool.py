@@ -16,9 +16,18 @@ from coral.config import Config, PoolConfig
 
 
 def actor_options(cfg: Config, pool: PoolConfig) -> dict:
-    """Ray options of one pool's actors: resources and fault tolerance from the config."""
-    return {"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus,
-            "max_restarts": cfg.ray.max_restarts, "max_task_retries": cfg.ray.max_task_retries}
+    """Ray options of one pool's actors: resources and fault tolerance from the config.
+
+    An actor without GPUs gets CUDA_VISIBLE_DEVICES empty: Ray (2.60) no longer hides the
+    node's GPUs from num_gpus=0 actors, so with model.device auto every such actor would load
+    its model onto GPU 0, next to the actors that reserved it. (env_vars merge with the job's.)
+    """
+    options = {"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus,
+               "max_restarts": cfg.ray.max_restarts,
+               "max_task_retries": cfg.ray.max_task_retries}
+    if pool.num_gpus == 0:
+        options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    return options
 
 
 class LeastLoaded:

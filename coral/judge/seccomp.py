@@ -96,7 +96,9 @@ def compile_filter(threads: bool = True) -> bytes:
     `threads=False` no clone at all (see the module docstring)."""
     try:
         import pyseccomp as sc
-    except (ImportError, OSError, TypeError) as exc:  # TypeError: libseccomp.so.2 not found
+    # pyseccomp raises RuntimeError("Unable to find libseccomp") where libseccomp.so.2 is
+    # missing (older releases TypeError): the same as a missing library
+    except (ImportError, OSError, TypeError, RuntimeError) as exc:
         raise SeccompUnavailable(f"pyseccomp/libseccomp unavailable ({exc})") from None
     refuse = sc.ERRNO(errno.EPERM)
     filt = sc.SyscallFilter(sc.ALLOW)

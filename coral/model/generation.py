@@ -38,7 +38,7 @@ from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.dora import freeze_dora
 from coral.model.loading import load_base
-from coral.model.prompts import truncate_prompt, build_prompt
+from coral.model.prompts import build_prompt, encode_prompt, truncate_prompt
 from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processors,
                                   token_budget)
 
@@ -217,12 +217,15 @@ class Generator:
             if checksum_dir(path) != ref.checksum:
                 raise ValueError(f"adapter {ref.key}: weights at {path} do not match the "
                                  "checksum of its ref")
+        # A half-precision base (bf16 on GPU) keeps its adapters in its dtype: peft's default
+        # fp32 upcast doubles them (16 resident r=64 7-module adapters: ~10 GiB, not ~5).
+        dtype = {"autocast_adapter_dtype": self.dtype == torch.float32}
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name,
-                                                   is_trainable=False)
+                                                   is_trainable=False, **dtype)
             self._peft.eval()
         else:
-            self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False, **dtype)
         if use_dora and self.gen.dora_cache:
             freeze_dora(self._peft, name)   # the weight norm once, not at every step
         self._resident[ref.key] = name
@@ -248,7 +251,7 @@ class Generator:
         memo = (req.problem, req.buggy_source)
         if memo not in self._prompts:
             text = build_prompt(self.tokenizer, req.problem, req.buggy_source)
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = encode_prompt(self.tokenizer, text)   # with <s> where the model expects it
             if len(ids) > self.gen.max_prompt_tokens:
                 log.warning("prompt of %s has %d tokens; cut to %d", req.problem, len(ids),
                             self.gen.max_prompt_tokens)

@@ -8,7 +8,7 @@ fixed function, then the tokenizer's end-of-sequence token), which the extractor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 SYSTEM = "You are an expert Python programmer. You fix bugs in Python functions."
 INSTRUCTION = (
@@ -49,6 +49,28 @@ def eos_text(tokenizer: Any) -> str:
     return tokenizer.eos_token or ""
 
 
+def start_token(tokenizer: Any) -> Optional[int]:
+    """The id this tokenizer puts in front of a text by itself (LLaMA/CodeLlama: `<s>`;
+    SmolLM2: none), else None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos if probe and probe[0] == bos else None
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """A prompt's ids, led by the tokenizer's start token exactly once: tokenised without
+    special tokens (a chat template may already write the start token, and the end token
+    must never be added) and the start token put in front where the tokenizer adds one, as
+    the model saw in its own training. Training and generation both call this."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = start_token(tokenizer)
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
 def truncate_prompt(ids: list[int], budget: int) -> list[int]:
     """Cut a too-long prompt in the middle: the head holds the instruction, the tail the end
     of the code and the assistant turn that the answer must follow."""
@@ -67,8 +89,7 @@ def encode_example(tokenizer: Any, name: str, buggy: str, fixed: str, max_length
     prompt is cut first (in the middle), and the target only if it alone does not fit. With
     `pad` the row is right-padded to `max_length` (padding masked and labelled -100).
     """
-    prompt_ids = list(tokenizer(build_prompt(tokenizer, name, buggy),
-                                add_special_tokens=False)["input_ids"])
+    prompt_ids = encode_prompt(tokenizer, build_prompt(tokenizer, name, buggy))
     target_ids = list(tokenizer(format_target(fixed) + eos_text(tokenizer),
                                 add_special_tokens=False)["input_ids"])
     # Keep at least a little prompt so the target is conditioned on something.
