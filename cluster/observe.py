@@ -6,8 +6,8 @@
   (`log_to_driver`) and prints it there, where it cuts through CORAL's progress (model loading
   bars, library warnings). This replaces that printer with one that logs each line, prefixed as
   Ray prefixes it, to the logger `coral.run.console.WORKER_LOGGER` (run.log only) while a
-  `coral run` console holds that logger; other drivers (Modal's entry, tests) keep Ray's
-  printing. The output
+  `coral run` or `coral compare` console holds that logger; other drivers (Modal's entry,
+  tests) keep Ray's printing. The output
   also stays in Ray's own per-worker log files (the dashboard's Logs view, `ray logs`).
   Ray has no public switch for where forwarded lines go, so this uses its stream dispatcher
   (`ray._private.ray_logging`); when that is missing, forwarding is turned off instead and the

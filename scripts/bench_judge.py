@@ -70,13 +70,13 @@ def full_run(problems, root: Path, isolation: str, workers: int) -> dict:
 def main() -> int:
     """Run the measurements and print JSON."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quixbugs", default=os.environ.get("CORAL_QUIXBUGS"))
+    ap.add_argument("--quixbugs", help="QuixBugs checkout (default: found as coral finds it)")
     ap.add_argument("--n", type=int, default=1000, help="candidates for the throughput test")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--isolation", default="auto", choices=("auto", "strict", "guard"),
                     help="sandbox.isolation (the JSON says which one ran)")
     args = ap.parse_args()
-    root = resolve_path(args.quixbugs or Path(__file__).resolve().parents[2] / "shared/quixbugs")
+    root = resolve_path(args.quixbugs)
     problems = load_problems(root)
     gcd = select(problems, ["gcd"])[0]
     rate, isolation = throughput(gcd, args.isolation, args.n, args.workers)

@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# Prints the QuixBugs checkout to use: $CORAL_QUIXBUGS, ../shared/quixbugs, or a clone of
-# upstream under .cache/QuixBugs (made on first use; needs network once).
+# Prints the QuixBugs checkout coral uses, found the way `coral` finds it (`coral data path`:
+# the config, $CORAL_QUIXBUGS, the copy `coral data pull` made, ../shared/quixbugs); exits 2
+# with every place it looked when there is none (`coral data pull` prepares one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -n "${CORAL_QUIXBUGS:-}" ]; then echo "$CORAL_QUIXBUGS"; exit 0; fi
-if [ -d ../shared/quixbugs/python_programs ]; then (cd ../shared/quixbugs && pwd); exit 0; fi
-if [ ! -d .cache/QuixBugs/python_programs ]; then
-  echo "[setup] cloning QuixBugs (MIT) into .cache/QuixBugs" >&2
-  git clone -q --depth 1 https://github.com/jkoppel/QuixBugs .cache/QuixBugs >&2
-fi
-(cd .cache/QuixBugs && pwd)
+if [ -x .venv/bin/python ]; then exec .venv/bin/python -m coral data path "$@"; fi
+exec python3 -m coral data path "$@"

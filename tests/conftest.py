@@ -83,20 +83,20 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 def _quixbugs_dir() -> Path:
-    """The QuixBugs checkout used by tests: $CORAL_QUIXBUGS, else ../shared/quixbugs."""
-    env = os.environ.get("CORAL_QUIXBUGS")
-    path = Path(env) if env else REPO.parent / "shared" / "quixbugs"
-    return path.resolve()
+    """The QuixBugs checkout used by tests, found the way `coral` finds it (config-less
+    `resolve_path`: $CORAL_QUIXBUGS, `coral data pull`'s copy, ../shared/quixbugs)."""
+    from coral.judge.quixbugs import resolve_path
+    return resolve_path(None)
 
 
 @pytest.fixture(scope="session")
 def quixbugs_dir() -> Path:
     """Path of the real QuixBugs data; the suite needs it (CI has ../shared/quixbugs)."""
-    path = _quixbugs_dir()
-    if not (path / "python_programs").is_dir():
-        pytest.fail(f"QuixBugs not found at {path}; set CORAL_QUIXBUGS to a clone of "
-                    "the upstream repository")
-    return path
+    from coral.judge.quixbugs import DatasetError
+    try:
+        return _quixbugs_dir()
+    except DatasetError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "coral.cli.config_cmd",
     "coral.cli.judge_cmd",
     "coral.cli.model_cmd",
+    "coral.cli.data_cmd",
     "coral.cli.run_cmd",
     "coral.cli.status_cmd",
     "coral.cli.cache_cmd",

@@ -7,13 +7,20 @@ from typing import Literal, Optional
 
 from coral.config.fields import setting
 
+# Where QuixBugs is looked for when `dataset.quixbugs` is null (coral.judge.quixbugs.resolve_path);
+# README.md says the same, and the error names every place tried.
+QUIXBUGS_SEARCH_ORDER = (
+    "dataset.quixbugs in the config, else $CORAL_QUIXBUGS, else the copy `coral data pull` "
+    "prepares in <$CORAL_CACHE or ~/.cache/coral>/quixbugs, else ../shared/quixbugs beside "
+    "the checkout or the working directory")
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
     """Which QuixBugs checkout and problems, and how they split into train and held-out."""
 
     quixbugs: Optional[str] = setting(
-        None, doc="QuixBugs checkout (null: $CORAL_QUIXBUGS, else ../shared/quixbugs)")
+        None, doc="QuixBugs checkout; looked for in this order: " + QUIXBUGS_SEARCH_ORDER)
     problems: tuple[str, ...] = setting((), doc="problem names to use (empty: all 40)")
     held_out_fraction: float = setting(
         0.25, ge=0.0, lt=1.0, doc="share of problems kept out of the search, scored at the end")

@@ -1,7 +1,7 @@
 """The 40 QuixBugs programs as `Problem` values: sources, signature, test cases, comparison.
 
 Data come from an upstream checkout (https://github.com/jkoppel/QuixBugs), located by
-`DatasetConfig.quixbugs` or ``$CORAL_QUIXBUGS``; nothing is copied into the project.
+`resolve_path` (`QUIXBUGS_SEARCH_ORDER`); nothing is copied into the project.
 31 programs have JSON input/output cases (json_testcases/); the 9 graph programs have pytest
 files whose cases are transcribed in `coral.judge.graphs`. Cases that the upstream suite
 itself skips as too slow are left out (see `SLOW_CASES`). Results are compared the way the
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from coral.config.judge import QUIXBUGS_SEARCH_ORDER
 from coral.judge import codec
 from coral.messages import Candidate
 from coral.judge.graphs import GRAPH_CASES, graph_spec
@@ -40,6 +41,10 @@ SLOW_CASES = {
 
 class DatasetError(FileNotFoundError):
     """The QuixBugs checkout is missing or incomplete."""
+
+
+class DatasetNotFound(DatasetError):
+    """No place in the search order holds a checkout (`coral data pull` can prepare one)."""
 
 
 @dataclass(frozen=True)
@@ -69,19 +74,55 @@ class Problem:
     buggy_passed: Optional[int] = None         # tests the buggy program passes, ditto
 
 
+_PARTS = ("python_programs", "correct_python_programs", "json_testcases", "python_testcases")
+
+
+def prepared_path() -> Path:
+    """Where `coral data pull` puts QuixBugs: <$CORAL_CACHE or ~/.cache/coral>/quixbugs."""
+    root = os.environ.get("CORAL_CACHE") or Path.home() / ".cache" / "coral"
+    return Path(root).expanduser() / "quixbugs"
+
+
+def search_places(path: Optional[str | os.PathLike] = None) -> list[tuple[str, Optional[Path]]]:
+    """(where, path) in `QUIXBUGS_SEARCH_ORDER`; None where nothing is set."""
+    env = os.environ.get("CORAL_QUIXBUGS")
+    places = [("dataset.quixbugs", Path(path).expanduser() if path else None),
+              ("$CORAL_QUIXBUGS", Path(env).expanduser() if env else None),
+              ("coral data pull", prepared_path())]
+    checkout = Path(__file__).resolve().parents[2]   # the folder holding coral/
+    for base in dict.fromkeys((checkout, Path.cwd().resolve())):
+        places.append((f"beside {base}", base.parent / "shared" / "quixbugs"))
+    return places
+
+
+def _missing_part(root: Path) -> Optional[str]:
+    """The first folder a QuixBugs checkout needs that `root` lacks, else None."""
+    return next((sub for sub in _PARTS if not (root / sub).is_dir()), None)
+
+
 def resolve_path(path: Optional[str | os.PathLike] = None) -> Path:
-    """The checkout: `path`, else $CORAL_QUIXBUGS; raise `DatasetError` saying how to get it."""
-    chosen = path if path else os.environ.get("CORAL_QUIXBUGS")
-    if not chosen:
-        raise DatasetError("QuixBugs location unknown: set dataset.quixbugs in the config or "
-                           f"$CORAL_QUIXBUGS to a clone of {UPSTREAM} (git clone {UPSTREAM})")
-    root = Path(chosen).expanduser().resolve()
-    for sub in ("python_programs", "correct_python_programs", "json_testcases",
-                "python_testcases"):
-        if not (root / sub).is_dir():
-            raise DatasetError(f"QuixBugs checkout {root} lacks {sub}/ (dataset.quixbugs or "
-                               f"$CORAL_QUIXBUGS must point to a clone of {UPSTREAM})")
-    return root
+    """The checkout, looked for in `QUIXBUGS_SEARCH_ORDER`; raise `DatasetError` naming every
+    place tried and how to prepare one. A location that is set (config, $CORAL_QUIXBUGS) must be a
+    complete checkout: a wrong setting is an error, not a reason to look elsewhere."""
+    tried = []
+    for where, place in search_places(path):
+        if place is None:
+            tried.append(f"{where}: not set")
+            continue
+        root = place.resolve()
+        missing = _missing_part(root)
+        if missing is None:
+            return root
+        if where in ("dataset.quixbugs", "$CORAL_QUIXBUGS"):
+            raise DatasetError(f"QuixBugs checkout {root} ({where}) lacks {missing}/: it must "
+                               f"be a clone of {UPSTREAM}")
+        tried.append(f"{where}: {root} " + ("missing" if not root.exists() else
+                                            f"lacks {missing}/"))
+    raise DatasetNotFound(
+        "QuixBugs not found. Looked for " + QUIXBUGS_SEARCH_ORDER + ":\n  " +
+        "\n  ".join(tried) +
+        f"\nprepare it with `coral data pull` (clones {UPSTREAM}) or "
+        "`coral data pull --from PATH` (copies a checkout you have)")
 
 
 def signature(source: str, function: str) -> Optional[tuple[str, ...]]:

@@ -12,6 +12,10 @@
 
 The previous logging set-up is restored on exit, so the context nests inside tests and
 notebooks. Nothing here imports Ray: its logger is re-pointed by name.
+
+`coral compare` holds one console for the whole comparison (its log is the compare
+directory's compare.log) and, around each run, `run_log(run_dir)`: that run's records and its
+workers' lines also go to the run's own run.log; the progress restarts for each run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Callable, Iterator, Optional, TextIO
 from coral.run.progress import Progress
 
 LOG_FILE = "run.log"
+COMPARE_LOG_FILE = "compare.log"
 WORKER_LOGGER = "coral.workers"        # lines printed by Ray workers (file only)
 STDERR_LOGGER = "stderr"               # what libraries print to sys.stderr in the driver
 OWN_LOGGERS = ("coral", "cluster", "actors")
@@ -83,18 +88,15 @@ class _ConsoleHandler(logging.Handler):
 @contextlib.contextmanager
 def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
             generations: Optional[int] = None, pass_at_k: Optional[int] = None,
-            out: Optional[TextIO] = None
+            out: Optional[TextIO] = None, log_file: str = LOG_FILE
             ) -> Iterator[Progress]:
-    """Route logs for one run; yield the Progress the engine reports to."""
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    """Route logs for one run (or comparison: `log_file`); yield the Progress the engine
+    reports to."""
     out = out or sys.stdout
     # quiet: no bars, lines or heartbeats; CORAL's warnings and the final answer still show
     progress = Progress(enabled=not quiet, out=out, generations=generations,
                         pass_at_k=pass_at_k)
-    file_handler = logging.FileHandler(path / LOG_FILE, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter(_FORMAT))
-    file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    file_handler = _file_handler(Path(run_dir) / log_file, verbose)
     shown = Progress(enabled=True, out=out, bars=False) if quiet else progress
     console_handler = _ConsoleHandler(shown, logging.INFO if verbose else logging.WARNING)
     restore = _route_logs(file_handler, console_handler)
@@ -107,6 +109,31 @@ def console(run_dir: str | Path, *, quiet: bool = False, verbose: bool = False,
         progress.close()
         restore()
         file_handler.close()
+
+
+@contextlib.contextmanager
+def run_log(run_dir: str | Path, verbose: bool = False) -> Iterator[None]:
+    """Inside a console: every record and worker line also goes to ``<run_dir>/run.log``
+    while the context lasts (one run of `coral compare`)."""
+    handler = _file_handler(Path(run_dir) / LOG_FILE, verbose)
+    loggers = (logging.getLogger(), logging.getLogger(WORKER_LOGGER))
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
+
+
+def _file_handler(path: Path, verbose: bool) -> logging.FileHandler:
+    """A handler appending to `path` (its folder made), INFO and up (DEBUG with -v)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler
 
 
 def _route_logs(file_handler: logging.Handler,

@@ -77,6 +77,7 @@ class Progress:
         tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.enabled = True if enabled is None else bool(enabled)
         self.bars = self.enabled and (tty if bars is None else bool(bars))
+        self._want_bars = self.bars
         self.generations = generations
         self.pass_at_k = pass_at_k
         self.heartbeat_s = heartbeat_s
@@ -139,6 +140,19 @@ class Progress:
                                                    if self.generations else ""))
         stages = ", ".join(f"{s} {self.counts[s]}/{self.totals[s]}" for s in STAGES)
         self.write(f"[{_clock(now - self._started)}] {where}: {stages}")
+
+    def restart(self, desc_prefix: str = "", generations: Optional[int] = None) -> None:
+        """Start over for the next run on the same console (`coral compare`'s runs): the last
+        run's bars are cleared (its line says how it ended), counts start from zero."""
+        for bar in self._bars.values():
+            bar.leave = False
+        self.close()
+        self.bars = self._want_bars
+        self.counts = {s: 0 for s in STAGES}
+        self.totals = {s: 0 for s in STAGES}
+        self._desc_prefix = desc_prefix
+        if generations is not None:
+            self.generations = generations
 
     def close(self) -> None:
         """Close the bars (leaves the final state on screen); no more bars after this."""

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from coral.judge import codec
+from pathlib import Path
+
+from coral.config.judge import QUIXBUGS_SEARCH_ORDER
+from coral.judge import codec, quixbugs
 from coral.judge.quixbugs import (DatasetError, load_problems, outputs_match, resolve_path, select,
                             signature, split)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +45,64 @@ def test_graph_cases_are_data_without_answers(problems):
     assert isinstance(args[1], codec.NodeRef)
 
 
-def test_missing_checkout_error_names_both_and_upstream(tmp_path, monkeypatch):
+def test_missing_checkout_error_names_every_place_and_the_command(tmp_path, monkeypatch):
     monkeypatch.delenv("CORAL_QUIXBUGS", raising=False)
-    with pytest.raises(DatasetError, match="CORAL_QUIXBUGS.*git clone"):
+    monkeypatch.setenv("CORAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(quixbugs, "__file__", str(tmp_path / "x" / "coral" / "judge" / "q.py"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(quixbugs.DatasetNotFound) as info:
         resolve_path(None)
-    with pytest.raises(DatasetError, match="python_programs"):
+    text = str(info.value)
+    assert QUIXBUGS_SEARCH_ORDER in text and "coral data pull --from PATH" in text
+    for place in ("dataset.quixbugs: not set", "$CORAL_QUIXBUGS: not set",
+                  f"coral data pull: {tmp_path}/cache/quixbugs missing",
+                  f"beside {tmp_path}/x: {tmp_path}/shared/quixbugs missing",      # checkout
+                  f"beside {tmp_path}: {tmp_path.parent}/shared/quixbugs missing"):  # cwd
+        assert place in text, (place, text)
+    # a location that is set but wrong is an error about that setting, not a search
+    with pytest.raises(DatasetError, match="python_programs") as wrong:
         resolve_path(tmp_path)
+    assert not isinstance(wrong.value, quixbugs.DatasetNotFound)
+
+
+def test_search_order_config_env_prepared_sibling(tmp_path, monkeypatch, quixbugs_dir):
+    """Each place wins over the ones after it, and the sibling is found beside the cwd."""
+    checkout = tmp_path / "elsewhere" / "x"      # no ../shared beside it
+    monkeypatch.setattr(quixbugs, "__file__", str(checkout / "coral" / "judge" / "q.py"))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "quixbugs").symlink_to(quixbugs_dir)
+    prepared = tmp_path / "cache" / "quixbugs"
+    prepared.parent.mkdir()
+    prepared.symlink_to(quixbugs_dir)
+    other = tmp_path / "other"
+    other.symlink_to(quixbugs_dir)
+    monkeypatch.setenv("CORAL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CORAL_QUIXBUGS", str(other))
+    monkeypatch.chdir(tmp_path / "x")
+    assert resolve_path(str(quixbugs_dir)) == quixbugs_dir        # the config first
+    monkeypatch.setenv("CORAL_QUIXBUGS", str(quixbugs_dir))
+    assert resolve_path(None) == quixbugs_dir                      # then the environment
+    monkeypatch.delenv("CORAL_QUIXBUGS")
+    places = [where for where, _ in quixbugs.search_places(None)]
+    assert places[:3] == ["dataset.quixbugs", "$CORAL_QUIXBUGS", "coral data pull"]
+    assert resolve_path(None) == quixbugs_dir                      # then the prepared copy
+    prepared.unlink()
+    assert resolve_path(None) == quixbugs_dir                      # then ../shared beside cwd
+    (tmp_path / "shared" / "quixbugs").unlink()
+    with pytest.raises(quixbugs.DatasetNotFound):
+        resolve_path(None)
+
+
+def test_config_doc_and_readme_say_the_search_order():
+    from dataclasses import fields
+
+    from coral.config.judge import DatasetConfig
+
+    doc = next(f for f in fields(DatasetConfig) if f.name == "quixbugs").metadata["doc"]
+    assert QUIXBUGS_SEARCH_ORDER in doc
+    readme = " ".join((REPO / "README.md").read_text().replace("`", "").split())
+    assert QUIXBUGS_SEARCH_ORDER.replace("`", "") in readme
 
 
 def test_select_and_unknown(problems):

@@ -7,7 +7,7 @@ import logging
 import sys
 import warnings
 
-from coral.run.console import LOG_FILE, WORKER_LOGGER, console
+from coral.run.console import COMPARE_LOG_FILE, LOG_FILE, WORKER_LOGGER, console, run_log
 from coral.run.progress import Progress, generation_line
 
 SUMMARY = {"generation": 0, "seconds": 12.4, "genomes": 4, "best_display": 0.2513,
@@ -88,3 +88,25 @@ def test_quiet_console_still_shows_coral_warnings(tmp_path):
         progress.generation_done(SUMMARY)
         logging.getLogger("cluster.ray_pools").warning("waiting for the autoscaler")
     assert out.getvalue().strip() == "WARNING cluster.ray_pools: waiting for the autoscaler"
+
+
+def test_compare_console_logs_each_run_to_its_own_run_log(tmp_path):
+    """`coral compare`: one console (compare.log), `run_log` adds each run's run.log, and the
+    progress starts over for each run."""
+    out = io.StringIO()
+    with console(tmp_path, out=out, log_file=COMPARE_LOG_FILE, generations=2) as progress:
+        for arm in ("nsga2-r0", "random-r0"):
+            progress.restart(f"{arm} ", generations=3)
+            with run_log(tmp_path / arm):
+                progress.add("adapters", 2)
+                logging.getLogger("coral.run.engine").info(f"{arm} told")
+                logging.getLogger(WORKER_LOGGER).info(f"(GenerationWorker pid=1) {arm}")
+            assert progress.counts["adapters"] == 0 and progress.totals["adapters"] == 2
+            assert progress.generations == 3
+        logging.getLogger("coral.run.compare").info("baselines")
+    both = (tmp_path / COMPARE_LOG_FILE).read_text()
+    assert all(f"{a} told" in both and f"pid=1) {a}" in both for a in ("nsga2-r0", "random-r0"))
+    first = (tmp_path / "nsga2-r0" / LOG_FILE).read_text()
+    assert "nsga2-r0 told" in first and "pid=1) nsga2-r0" in first
+    assert "random-r0" not in first and "baselines" not in first
+    assert out.getvalue() == "" and not (tmp_path / LOG_FILE).exists()

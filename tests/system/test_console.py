@@ -138,3 +138,35 @@ def test_coral_run_on_a_terminal_shows_progress_and_answer_only(tmp_path, quixbu
         assert series in metrics, (series, sorted(metrics))
     assert any(m.startswith("ray_coral_candidates_judged_total{status=") for m in metrics)
     assert status and "metrics  http://" in status, status
+
+
+def test_coral_compare_on_a_terminal_shows_a_line_per_run_and_the_summary(tmp_path,
+                                                                         quixbugs_dir):
+    """`coral compare` on the run console: nothing from Ray or its workers on the screen,
+    one line per finished run, the summary last; Ray's and the workers' output in
+    compare.log and each run's run.log."""
+    root = tmp_path / "runs" / "smoke-compare"
+    env = dict(os.environ, CORAL_QUIXBUGS=str(quixbugs_dir), TERM="xterm")
+    code, raw, _, _ = _run_on_pty(
+        [sys.executable, "-m", "coral", "compare", "configs/smoke.yaml", "--replicates", "2",
+         "--set", f"run.runs_dir={tmp_path}/runs",
+         "--set", f"storage.adapters={tmp_path}/adapters"], env, root / "none", timeout=900)
+    screen = _screen(raw)
+    text = "\n".join(screen)
+    assert code == 0, text[-3000:]
+    leaks = [line for line in screen if LEAKS.search(line)]
+    assert leaks == [], "\n".join(leaks)
+    assert text.startswith("coral compare smoke: nsga2, random x 2 replicate(s)"), text[:300]
+    for strategy in ("nsga2", "random"):
+        for r in (0, 1):
+            assert re.search(rf"^{strategy} replicate {r}: \d+ samples, held-out pass@1 "
+                             r"\d\.\d{3} \(fixed \d+\)$", text, re.M), (strategy, r, text)
+    assert "generation 2/2:" in text                     # the runs' own lines and bars
+    assert text.rstrip().splitlines()[-1] == f"report:  {root / 'compare.md'}"
+    log = (root / "compare.log").read_text()
+    assert "Started a local Ray instance" in log
+    assert re.search(r"\((GenerationWorker|TrainingWorker) pid=\d+\)", log)
+    # each run's own records in its run.log; the first run's also has the workers' start-up
+    assert re.search(r"\(\w+ pid=\d+\)", (root / "nsga2-r0" / "run.log").read_text())
+    for arm in ("nsga2-r0", "random-r0", "nsga2-r1", "random-r1"):
+        assert "generation 1 told" in (root / arm / "run.log").read_text(), arm
