@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from coral.config.judge import QUIXBUGS_SEARCH_ORDER
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 DATA = "{data}"   # replaced by what `coral data path` prints in the copy
@@ -114,6 +116,8 @@ def test_readme_commands_in_a_fresh_copy_exit_0(fresh_copy):
     # what the newcomer was promised: the run's answer, its status, one fixed reference
     assert "report: " in outputs["run configs/smoke.yaml"]
     assert "generation" in outputs["status runs/smoke"]
+    assert QUIXBUGS_SEARCH_ORDER in " ".join(outputs["config show --doc"].split())
+    assert "nothing to prepare" in outputs["data pull"]
     judged = json.loads(outputs[f"judge {data}/correct_python_programs/gcd.py --problem gcd "
                                 "--json"].splitlines()[-1])
     assert judged["problem"] == "gcd" and judged["fixed"] is True
