@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coral.judge import codec  # noqa: E402
+from coral.judge import cgroup, codec  # noqa: E402
 from coral.config import SandboxConfig  # noqa: E402
 from coral.messages import Candidate  # noqa: E402
 from coral.judge.quixbugs import (  # noqa: E402
@@ -79,8 +79,10 @@ def main() -> int:
     root = resolve_path(args.quixbugs)
     problems = load_problems(root)
     gcd = select(problems, ["gcd"])[0]
+    load_before = round(os.getloadavg()[0], 2)
     rate, isolation = throughput(gcd, args.isolation, args.n, args.workers)
-    a = {"isolation": isolation, "sandbox_candidates_per_second": round(rate, 1)}
+    a = {"isolation": isolation, "sandbox_candidates_per_second": round(rate, 1),
+         "pids_cgroup": isolation == "kernel" and cgroup.pids_parent() is not None}
     if isolation == "kernel":  # the in-process guard alone, side by side in this run
         guard_rate, _ = throughput(gcd, "guard", args.n, args.workers)
         a.update(guard_candidates_per_second=round(guard_rate, 1),
@@ -90,7 +92,7 @@ def main() -> int:
     inproc = args.n / (time.perf_counter() - t0)
     a.update(in_process_candidates_per_second=round(inproc, 1),
              in_process_over_sandbox=round(inproc / rate, 1), workers=args.workers, n=args.n,
-             load_average=round(os.getloadavg()[0], 2))
+             load_average_before=load_before, load_average=round(os.getloadavg()[0], 2))
     print(json.dumps(a), flush=True)
     b = full_run(problems, root, args.isolation, args.workers)
     print(json.dumps(b), flush=True)

@@ -7,7 +7,7 @@ no_new_privs, exiting when the judge closes its stdin, every level dying with it
 signal follows the thread that forked), reporting its namespace init's pid (`--info-fd`) so
 that a kill reaches the whole PID namespace, and, where the host has a pids cgroup
 (coral.judge.cgroup), inside its own cgroup with a pids.max. It sees only: /usr (system
-libraries) and the Python installation, read-only; the six files of the coral package the server imports (read-only, under /sandbox/lib); a
+libraries) and the Python installation, read-only; the seven files of the coral package the server imports (read-only, under /sandbox/lib); a
 minimal read-only /dev; a size-limited tmpfs /tmp. No dataset, no project checkout, no host
 /tmp, no /proc, no /etc. Each candidate process it forks also loads the seccomp filter of
 `coral.judge.seccomp` (compiled here, on the host, by libseccomp).
@@ -43,7 +43,8 @@ SANDBOX_TMP = "/tmp"
 SANDBOX_UID = 65534
 # What the fork server imports: nothing else of the project is visible inside.
 CHILD_FILES = ("coral/__init__.py", "coral/judge/__init__.py", "coral/judge/child.py",
-               "coral/judge/candidate.py", "coral/judge/codec.py", "coral/judge/guard.py")
+               "coral/judge/candidate.py", "coral/judge/codec.py", "coral/judge/guard.py",
+               "coral/judge/hygiene.py")
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf "
                 "install bubblewrap) and libseccomp (apt-get install libseccomp2) with "

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import select
-import shutil
 import signal
 import socket
 import struct
 import sys
 import time
 
+from coral.judge import hygiene
 from coral.judge.candidate import _LIBC, _PR_SET_PDEATHSIG, JOB_HEADER, run_candidate
 
 MAX_RESULT_BYTES = 8 * 1024 * 1024   # per candidate process, everything it writes
@@ -234,63 +233,6 @@ def _end_process(ports: Ports) -> str:
     return f"exited with code {os.WEXITSTATUS(status)}"
 
 
-def _empty(root: str) -> bool:
-    """Remove everything a candidate left in the work dir; False if something resisted."""
-    def force(func, path, _exc) -> None:
-        os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700)
-        func(path)
-    try:
-        for entry in os.scandir(root):
-            if entry.is_dir(follow_symlinks=False):
-                os.chmod(entry.path, 0o700)
-                shutil.rmtree(entry.path, onerror=force)
-            else:
-                os.unlink(entry.path)
-        return True
-    except OSError:
-        return False
-
-
-def root_state(root: str) -> tuple:
-    """The work dir's own metadata that a candidate could leave a message in."""
-    st = os.stat(root)
-    return st.st_mode & 0o7777, st.st_atime_ns, st.st_mtime_ns
-
-
-def _reset(root: str, state: tuple) -> None:
-    """Put the (emptied) work dir's own metadata back as it was at start: no extended
-    attributes, the same mode and times. Done just before each candidate process starts, so
-    the change time it sees says only when it started."""
-    try:
-        names = os.listxattr(root)
-    except OSError:  # a file system without xattrs (guard mode on some hosts)
-        names = []
-    try:
-        for name in names:
-            os.removexattr(root, name)
-        mode, atime, mtime = state
-        os.chmod(root, mode)
-        os.utime(root, ns=(atime, mtime))
-    except OSError as exc:
-        raise ServerBroken(f"work dir cannot be reset: {exc}") from None
-
-
-def _fingerprint(zygote: int) -> tuple:
-    """This process's and the zygote's rlimits and scheduling: a candidate that could change
-    them would reach every later candidate (seccomp refuses it; this checks)."""
-    out = []
-    for pid in (os.getpid(), zygote):
-        out.append((tuple(resource.prlimit(pid, r) for r in _RLIMITS),
-                    os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid),
-                    os.sched_getparam(pid).sched_priority,
-                    tuple(sorted(os.sched_getaffinity(pid)))))
-    return tuple(out)
-
-
-_RLIMITS = tuple(getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_"))
-
-
 class _Run:
     """One request: the raw results of its tests and the response being built."""
 
@@ -336,7 +278,10 @@ class _Process:
     """One candidate process being supervised: phase, current test, its clock and deadline."""
 
     def __init__(self, run: _Run, ports: Ports, start: int) -> None:
-        _reset(run.root, ports.root_state)
+        try:
+            hygiene.reset(run.root, ports.root_state)
+        except OSError as exc:
+            raise ServerBroken(str(exc)) from None
         os.write(ports.ctl, b"f")
         self.pid = _from_zygote(ports, 0)
         _write_job(ports, run.line, start)
@@ -398,7 +343,7 @@ def _run_process(run: _Run, ports: Ports, start: int) -> int:
             pass
     finally:
         why = _end_process(ports)
-        run.recycle |= proc.reader.bad | (not _empty(run.root))
+        run.recycle |= proc.reader.bad | (not hygiene.empty(run.root))
     if not proc.ended:
         return run.n
     if proc.phase == LOAD:
@@ -430,12 +375,12 @@ def main() -> None:
     stdin, out = sys.stdin.buffer, sys.stdout
     setup = json.loads(stdin.readline())
     ports = start_zygote(setup)
-    ports.root_state = root_state(setup["root"])
-    start = _fingerprint(ports.zygote)
+    ports.root_state = hygiene.root_state(setup["root"])
+    start = hygiene.fingerprint(ports.zygote)
     out.write(json.dumps({"ready": True, "pid": os.getpid(), "root": setup["root"]}) + "\n")
     out.flush()
     for line in stdin:
         resp = supervise(line.rstrip(b"\n"), setup["root"], ports)
-        resp["recycle"] |= _fingerprint(ports.zygote) != start  # changed: replace this server
+        resp["recycle"] |= hygiene.fingerprint(ports.zygote) != start  # changed: replace this server
         out.write(json.dumps(resp, separators=(",", ":")) + "\n")
         out.flush()
