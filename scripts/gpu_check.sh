@@ -5,7 +5,7 @@
 #   scripts/gpu_check.sh --prepare   # here, once: fills .gpu-check/ (QuixBugs, the SmolLM2
 #                                    # tokenizer folder, pyflakes/pycodestyle/pyseccomp)
 #   scripts/gpu_check.sh             # on the GPU box, from the repo root (about 5 minutes
-#                                    # on an H100; the timeouts cap it at 9)
+#                                    # on an H100; the timeouts cap it at 9.5)
 #   scripts/gpu_check.sh --quick     # the same steps on CPU with random:tiny (tests run it)
 #
 # The GPU box has torch, transformers, peft, accelerate and safetensors but no ray, datasets
@@ -22,8 +22,8 @@ cd "$REPO"
 PREP=${GPU_CHECK_DIR:-$REPO/.gpu-check}
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/coral-gpu-check-out}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-330}
-CHECK_TIMEOUT=${CHECK_TIMEOUT:-210}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-380}
+CHECK_TIMEOUT=${CHECK_TIMEOUT:-190}
 MODE=gpu
 
 case "${1:-}" in

@@ -52,14 +52,15 @@ def test_gpu_check_quick_runs_without_ray_datasets_or_gguf(tmp_path, quixbugs_di
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
     measures = {r["measure"] for r in rows}
-    assert {"setup", "train", "generation", "resident_vs_reload", "adapter_swap",
-            "summary"} <= measures
+    assert {"setup", "train", "generation_production", "generation_mixed",
+            "resident_vs_reload", "adapter_swap", "summary"} <= measures
     summary = rows[-1]
     assert summary["measure"] == "summary" and summary["failed"] == []
-    for key in ("train_lora_seconds_per_step", "train_dora_seconds_per_step",
-                "mixed_batch_vs_sequential", "mixed_vs_grouped", "tokens_per_s_per_gpu",
-                "resident_vs_reload", "adapter_swap_ms"):
+    for key in ("active_vs_adapter_names", "batched_vs_sequential", "mixed_vs_grouped",
+                "tokens_per_s_per_gpu", "resident_vs_reload", "adapter_swap_ms"):
         assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
+    assert set(summary["train"]) == {"lora_qv", "lora_all", "dora_all"}
+    assert all(t["seconds_per_step"] > 0 for t in summary["train"].values())
     assert "RANDOM WEIGHTS" in (out / "bench.log").read_text()
 
     check = json.loads((out / "check.json").read_text())
@@ -67,3 +68,23 @@ def test_gpu_check_quick_runs_without_ray_datasets_or_gguf(tmp_path, quixbugs_di
     assert len(check["adapters"]) >= 2 and check["requests"] > 0
     assert sum(check["judged"].values()) == check["requests"]    # every answer was judged
     assert (out / "report.md").is_file() and (out / "env.txt").is_file()
+
+
+def test_bench_counts_an_out_of_memory_step_as_a_failure(quixbugs_dir):
+    """An OOM (injected: the step raises what a too-small card raises) fails the benchmark
+    (exit 1, listed in `failed`); the checkpointed retry is its own row saying so, and the
+    summary never reports it as the plain figure."""
+    env = dict(os.environ, CORAL_QUIXBUGS=str(quixbugs_dir))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_gpu.py"), "--quick",
+                          "--inject-oom", "lora_qv", "--skip", "reload,swap"], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    summary = rows[-1]
+    assert summary["measure"] == "summary" and summary["failed"] == ["train_lora_qv"]
+    oom = next(r for r in rows if r["measure"] == "train_lora_qv")
+    assert "out of memory" in oom["error"] and oom["gradient_checkpointing"] is False
+    retried = [r for r in rows if r["measure"] == "train" and r["variant"] == "lora_qv"]
+    assert [r["gradient_checkpointing"] for r in retried] == [True]
+    assert "lora_qv" not in summary["train"]
+    assert summary["train"]["lora_qv_checkpointed"]["gradient_checkpointing"] is True
