@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="candidate source files, judged in order (omit: judge the benchmark)")
     p.add_argument("--problem", help="QuixBugs problem the files answer (with FILE)")
-    p.add_argument("--quixbugs", help="QuixBugs checkout (default: config / $CORAL_QUIXBUGS)")
+    p.add_argument("--quixbugs", help="QuixBugs checkout (default: the config's, else where "
+                                      "`coral data path` finds it)")
     p.add_argument("--config", help="YAML config for the sandbox limits")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--workers", type=int, default=2,

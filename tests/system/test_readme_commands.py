@@ -31,6 +31,7 @@ from coral.config.judge import QUIXBUGS_SEARCH_ORDER
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 DATA = "{data}"   # replaced by what `coral data path` prints in the copy
+GCD_FIXED = f"{DATA}/correct_python_programs/gcd.py"
 
 # README command (the text before its description) -> the argv lists that run it here.
 COMMANDS = {
@@ -47,8 +48,9 @@ COMMANDS = {
         ["compare", "configs/smoke.yaml", "--strategies", "nsga2,random", "--replicates", "1",
          "--set", "search.generations=1", "--json"]],
     "coral judge [--quixbugs PATH] --json": [["judge", "--json"]],
-    "coral judge FILE.py --problem NAME": [
-        ["judge", f"{DATA}/correct_python_programs/gcd.py", "--problem", "gcd", "--json"]],
+    "coral judge FILE.py ... --problem NAME": [
+        ["judge", GCD_FIXED, "--problem", "gcd", "--json"],
+        ["judge", GCD_FIXED, f"{DATA}/python_programs/gcd.py", "--problem", "gcd", "--json"]],
     "coral submit CONFIG --address http://HEAD:8265": [["submit", "--help"]],
     "coral submit CONFIG --compare [--replicates R]": [["submit", "--help"]],
     "coral modal run CONFIG": [["modal", "run", "configs/smoke.yaml", "--dry-run"]],
@@ -118,6 +120,10 @@ def test_readme_commands_in_a_fresh_copy_exit_0(fresh_copy):
     assert "generation" in outputs["status runs/smoke"]
     assert QUIXBUGS_SEARCH_ORDER in " ".join(outputs["config show --doc"].split())
     assert "nothing to prepare" in outputs["data pull"]
-    judged = json.loads(outputs[f"judge {data}/correct_python_programs/gcd.py --problem gcd "
-                                "--json"].splitlines()[-1])
+    compare = next(out for cmd, out in outputs.items() if cmd.startswith("compare "))
+    assert json.loads(compare.splitlines()[-1])["replicates"] == 1   # --json: the last line
+    fixed = f"{data}/correct_python_programs/gcd.py"
+    judged = json.loads(outputs[f"judge {fixed} --problem gcd --json"].splitlines()[-1])
     assert judged["problem"] == "gcd" and judged["fixed"] is True
+    both = outputs[f"judge {fixed} {data}/python_programs/gcd.py --problem gcd --json"]
+    assert [json.loads(line)["fixed"] for line in both.splitlines()[-2:]] == [True, False]
