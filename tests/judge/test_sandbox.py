@@ -265,3 +265,21 @@ def _dead_judges_cgroups_are_swept(pid: int) -> None:
     if parent:
         cgroup.sweep(parent)
         assert not [n for n in os.listdir(parent) if n.startswith(f"coral-sandbox-{pid}-")]
+
+
+def test_a_server_whose_scheduling_changed_is_replaced(quixbugs_dir):
+    """Root cause 3 of issue 21, checked the other way round: were a candidate to renice the
+    zygote (seccomp refuses it), the supervisor would see it after the request and the judge
+    would replace that server instead of handing later candidates a niced zygote."""
+    from hostcheck import _parents, descendants
+    with Judge(load_problems(quixbugs_dir), FAST) as j:
+        ref = Candidate("r", "gcd", j.problem("gcd").reference_source)
+        assert j.judge(ref).passed == 6
+        server = j._all_servers[0]
+        parent = _parents()
+        below = descendants({server.proc.pid})
+        zygote = next(p for p in below if parent.get(parent.get(p)) in below
+                      and parent.get(parent.get(parent.get(p))) == server.proc.pid)
+        os.setpriority(os.PRIO_PROCESS, zygote, 7)
+        assert j.judge(ref).passed == 6 and not server.alive  # judged, then retired
+        assert j.judge(ref).passed == 6 and j._all_servers[0] is not server
