@@ -3,9 +3,9 @@
 The work dir is emptied after each candidate process (`empty`) and its own metadata — extended
 attributes, mode, times — put back as it was at start just before the next one starts
 (`reset`), so nothing a candidate leaves there reaches the next. `fingerprint` is the
-supervisor's and the zygote's rlimits and scheduling: a candidate that could change them would
-reach every later candidate (the seccomp filter refuses it; the supervisor compares after each
-request and asks to be replaced if anything changed).
+zygote's rlimits and scheduling and the supervisor's scheduling: a candidate that could change
+them would reach every later candidate (the seccomp filter refuses it; the supervisor compares
+after each request and asks to be replaced if anything changed).
 """
 
 from __future__ import annotations
@@ -59,15 +59,17 @@ def reset(root: str, state: tuple) -> None:
         raise OSError(f"work dir cannot be reset: {exc}") from None
 
 
+def _scheduling(pid: int) -> tuple:
+    return (os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid),
+            os.sched_getparam(pid).sched_priority, tuple(sorted(os.sched_getaffinity(pid))))
+
+
 def fingerprint(zygote: int) -> tuple:
-    """This process's and the zygote's rlimits and scheduling: a candidate that could change
-    them would reach every later candidate (seccomp refuses it; this checks)."""
+    """The zygote's rlimits and scheduling, and this process's scheduling: a candidate that
+    could change them would reach every later candidate (seccomp refuses it; this checks).
+    The supervisor's own limits are left out: lowered, they make it fail, and a failed server
+    is replaced anyway."""
     if not hasattr(resource, "prlimit"):  # macOS (guard mode): nothing to compare with
         return ()
-    out = []
-    for pid in (os.getpid(), zygote):
-        out.append((tuple(resource.prlimit(pid, r) for r in _RLIMITS),
-                    os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid),
-                    os.sched_getparam(pid).sched_priority,
-                    tuple(sorted(os.sched_getaffinity(pid)))))
-    return tuple(out)
+    return (tuple(resource.prlimit(zygote, r) for r in _RLIMITS), _scheduling(zygote),
+            _scheduling(os.getpid()))
