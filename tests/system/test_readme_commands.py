@@ -36,6 +36,10 @@ GCD_FIXED = f"{DATA}/correct_python_programs/gcd.py"
 # README command (the text before its description) -> the argv lists that run it here.
 COMMANDS = {
     "coral config check configs/*.yaml": [["config", "check", *(f"configs/{c}" for c in CONFIGS)]],
+    "coral config check CONFIG --plan [--json] [--cluster FILE]": [
+        ["config", "check", "configs/cluster-codellama.yaml", "--plan", "--json"],
+        ["config", "check", "configs/cluster-codellama.yaml", "--plan", "--cluster",
+         "cluster/ray-aws.yaml"]],
     "coral config show --doc": [["config", "show", "--doc"]],
     "coral data path | pull [--from PATH]": [["data", "path"], ["data", "pull"]],
     "coral model pull": [["model", "pull"]],
