@@ -56,7 +56,7 @@ def _check(args: argparse.Namespace) -> int:
         if not args.plan:
             print(f"{path}: ok")
             continue
-        from coral.run.plan import make_plan, summary_lines
+        from coral.run.plan import make_plan
 
         plan = make_plan(cfg, cluster)
         print(json.dumps(plan, indent=2) if args.json else "\n".join(summary_lines(plan)))
@@ -96,3 +96,23 @@ def _show(args: argparse.Namespace) -> int:
     for key, type_name, value, doc in rows:
         print(f"{key:<{width}}  {doc}\n{'':<{width}}  {type_name} = {json.dumps(value)}")
     return 0
+
+
+def summary_lines(plan: dict) -> list[str]:
+    """The plan for people: one line per pool and the totals."""
+    lines = [f"{plan['config']}: model {plan['model']['shape'] or plan['model']['base']}; "
+             f"card {plan['card_gib']} GiB ({plan['card_source']})"]
+    for pool in dict.fromkeys(a["pool"] for a in plan["actors"]):
+        group = [a for a in plan["actors"] if a["pool"] == pool]
+        a = group[0]
+        mem = "" if a["gpu_memory_gib"] is None else \
+            f", ~{a['gpu_memory_gib']:g} of {a['budget_gib']} GiB GPU memory"
+        lines.append(f"  {pool}: {len(group)} x ({a['num_cpus']:g} CPU, {a['num_gpus']:g} GPU"
+                     f"{mem})")
+    have = plan["cluster"]
+    lines.append(f"  needs {plan['needs']['cpus']:g} CPUs, {plan['needs']['gpus']:g} GPUs"
+                 + ("" if have is None else f"; {have['source']} has {have['cpus']:g} CPUs, "
+                                            f"{have['gpus']:g} GPUs"))
+    lines += [f"  note: {n}" for n in plan["notes"]]
+    lines.append("fits" if plan["fits"] else "does NOT fit")
+    return lines

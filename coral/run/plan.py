@@ -392,22 +392,3 @@ def _cluster_problems(actors: list[dict], needs: dict, cluster: ClusterShape) ->
                         "(first fit, GPU actors first)")
     return problems
 
-
-def summary_lines(plan: dict) -> list[str]:
-    """The plan for people: one line per pool and the totals."""
-    lines = [f"{plan['config']}: model {plan['model']['shape'] or plan['model']['base']}; "
-             f"card {plan['card_gib']} GiB ({plan['card_source']})"]
-    for pool in dict.fromkeys(a["pool"] for a in plan["actors"]):
-        group = [a for a in plan["actors"] if a["pool"] == pool]
-        a = group[0]
-        mem = "" if a["gpu_memory_gib"] is None else \
-            f", ~{a['gpu_memory_gib']:g} of {a['budget_gib']} GiB GPU memory"
-        lines.append(f"  {pool}: {len(group)} x ({a['num_cpus']:g} CPU, {a['num_gpus']:g} GPU"
-                     f"{mem})")
-    have = plan["cluster"]
-    lines.append(f"  needs {plan['needs']['cpus']:g} CPUs, {plan['needs']['gpus']:g} GPUs"
-                 + ("" if have is None else f"; {have['source']} has {have['cpus']:g} CPUs, "
-                                            f"{have['gpus']:g} GPUs"))
-    lines += [f"  note: {n}" for n in plan["notes"]]
-    lines.append("fits" if plan["fits"] else "does NOT fit")
-    return lines
