@@ -10,8 +10,9 @@ v1 `pids` hierarchy are both used; `pids_parent()` says which directory, or None
 coral.judge.boundary loads the seccomp filter that refuses threads altogether (the fallback
 that still binds: one task per candidate).
 
-The outer bwrap joins its cgroup before it runs (`ServerCgroup.join`, run in the forked child
-before exec), so nothing of the sandbox starts outside it; `kill()` SIGKILLs every task in it
+The outer bwrap joins its cgroup before it runs (`ServerCgroup.wrap`: a shell writes "0", itself,
+into cgroup.procs and execs bwrap; no Python runs between fork and exec, which a judge with
+threads, such as a Ray actor, must avoid), so nothing of the sandbox starts outside it; `kill()` SIGKILLs every task in it
 (cgroup.kill on v2, each pid of cgroup.procs until empty on v1), stopped ones included, and
 removes the directory.
 """
@@ -140,14 +141,9 @@ class ServerCgroup:
         group.path, group._procs = path, os.path.join(path, "cgroup.procs").encode()
         return group
 
-    def join(self) -> None:
-        """Move the calling process here (runs in the forked child before exec: os calls
-        only, no allocation-heavy Python)."""
-        fd = os.open(self._procs, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+    def wrap(self, argv: list[str]) -> list[str]:
+        """`argv` run by a shell that first moves itself into this cgroup."""
+        return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', os.fsdecode(self._procs), *argv]
 
     def pids(self) -> list[int]:
         """Tasks' process ids in this cgroup (empty once it is gone)."""

@@ -81,12 +81,12 @@ class ForkServer:
         self.cgroup = (ServerCgroup(isolation.cgroup_parent, SERVER_TASKS + max_processes)
                        if kernel and isolation.cgroup_parent else None)
         info_r, info_w = os.pipe() if kernel else (-1, -1)
+        argv = server_argv(isolation, work_dir_mb, lib, info_w)
         try:
             self.proc = subprocess.Popen(
-                server_argv(isolation, work_dir_mb, lib, info_w), stdin=subprocess.PIPE,
+                self.cgroup.wrap(argv) if self.cgroup else argv, stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                cwd="/", start_new_session=True, pass_fds=(info_w,) if kernel else (),
-                preexec_fn=self.cgroup.join if self.cgroup else None)
+                cwd="/", start_new_session=True, pass_fds=(info_w,) if kernel else ())
         except BaseException:
             self._close_fds(info_r, info_w)
             if self.cgroup:
