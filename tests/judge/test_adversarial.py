@@ -219,7 +219,7 @@ def test_round3_attack_is_contained(round3, name):
     assert seen["wall"] <= R3.candidate_timeout_s + DECODE_FLOOR_S + SLACK_S, seen
     assert not watch.stopped_seen and not stopped(seen["left"])
     assert watch.peak_sandbox <= SERVER_TASKS + R3.max_processes + 2, watch.peak_sandbox
-    assert watch.peak_host - watch.host_before < 1000, (watch.host_before, watch.peak_host)
+    assert watch.peak_host - watch.host_before < 2000, (watch.host_before, watch.peak_host)
     assert watch.shmem_after - watch.shmem_before < 256 * 1024
     assert seen["tmp_kib"] < 1024, seen["tmp_kib"]
     for problem, ref in seen["after"].items():
@@ -320,7 +320,7 @@ def test_candidates_share_nothing_on_one_server(tmp_path):
     first, after = lines["reader_first"], lines["reader_after"]
     assert first["passed"] == after["passed"] == 0
     assert [t[2] for t in after["tests"]] == [t[2] for t in first["tests"]], after["tests"]
-    assert not watch.stopped_seen and watch.peak_host - watch.host_before < 1000
+    assert not watch.stopped_seen and watch.peak_host - watch.host_before < 2000
     assert watch.shmem_after - watch.shmem_before < 256 * 1024
 
 
