@@ -66,6 +66,10 @@ class GenerationConfig:
     max_resident_adapters: int = setting(
         8, ge=1, doc="adapters kept loaded per generator (least recently used evicted)")
     greedy: bool = setting(False, doc="greedy decoding, ignoring the sampling knobs")
+    threads: int = setting(
+        0, ge=0, doc="torch threads while decoding: 0 = per batch, the cores that were free "
+        "over the last batch (idle ones plus those generation used; coral/model/threads.py), "
+        "so decoding takes every core while no adapter trains; N = always N")
     dora_cache: bool = setting(
         True, doc="compute each DoRA layer's weight norm once per resident adapter instead of "
         "at every decoding step (coral/model/dora.py); false: peft's own DoRA forward")

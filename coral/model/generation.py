@@ -39,6 +39,7 @@ from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.dora import freeze_dora
 from coral.model.loading import load_base
 from coral.model.prompts import build_prompt, encode_prompt, truncate_prompt
+from coral.model.threads import FreeCores
 from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processors,
                                   token_budget)
 
@@ -130,6 +131,7 @@ class Generator:
         self._resident: "OrderedDict[str, str]" = OrderedDict()  # key -> peft adapter name
         self._store: Any = None
         self._prompts: dict[tuple[str, str], tuple[list[int], int]] = {}
+        self._cores = FreeCores() if self.gen.threads == 0 else None
         self.eos_ids = self._eos_ids()
 
     def stats(self) -> dict:
@@ -313,6 +315,8 @@ class Generator:
         from transformers import GenerationConfig as HFGenerationConfig
 
         start = time.perf_counter()
+        threads = self._cores.threads() if self._cores is not None else self.gen.threads
+        torch.set_num_threads(threads)   # per thread under OpenMP: set in the decoding one
         model, extra, ctx = self._adapter_context(batch, active_key)
         ids, mask, layout = self._encode(batch)
         limits = [token_budget(r.knobs, self._prompt(r)[1]) for r in batch]
@@ -335,7 +339,7 @@ class Generator:
             results.append(GenerationResult(
                 request_id=req.request_id, genome_id=req.genome_id, problem=req.problem,
                 text=text, new_tokens=len(tokens), seconds=seconds / len(batch),
-                meta={"batch_size": len(batch), "batch_seconds": seconds,
+                meta={"batch_size": len(batch), "batch_seconds": seconds, "threads": threads,
                       "adapter": None if req.adapter is None else req.adapter.key}))
         return results
 
