@@ -195,11 +195,13 @@ def round3(quixbugs_dir):
         with Watch(lambda: server_pids(judge)) as watch:
             verdict = judge.judge(Candidate(name, problem, code))
         wall, cpu = time.monotonic() - t0, time.thread_time() - cpu0
+        servers = server_pids(judge)
         after = {p: judge.judge(Candidate("ref", p, judge.problem(p).reference_source))
                  for p in ("gcd", "sqrt")}
         out[name] = {"verdict": verdict, "wall": wall, "judge_cpu": cpu, "watch": watch,
                      "after": after, "left": sandbox_processes(judge),
-                     "tmp_kib": work_dir_used_kib(judge)}
+                     "tmp_kib": work_dir_used_kib(judge),
+                     "same_server": len(servers) == 1 and server_pids(judge) == servers}
     yield judge, out
     judge.close()
 
@@ -207,7 +209,7 @@ def round3(quixbugs_dir):
 @pytest.mark.parametrize("name", sorted(round3_attacks()))
 def test_round3_attack_is_contained(round3, name):
     """Fails within its limit; nothing stopped; threads bounded by the cgroup; the work dir
-    empty again; host Shmem back; a correct candidate after it passes everything."""
+    empty again; host Shmem back; a correct candidate after it, on the same server, passes."""
     from coral.judge.cgroup import SERVER_TASKS
     from coral.judge.fitness import runtime_score
     judge, seen = round3[0], round3[1][name]
@@ -222,6 +224,7 @@ def test_round3_attack_is_contained(round3, name):
     assert watch.peak_host - watch.host_before < 2000, (watch.host_before, watch.peak_host)
     assert watch.shmem_after - watch.shmem_before < 256 * 1024
     assert seen["tmp_kib"] < 1024, seen["tmp_kib"]
+    assert seen["same_server"]  # the server it ran on was neither broken nor replaced
     for problem, ref in seen["after"].items():
         assert ref.status is CandidateStatus.OK and ref.passed == ref.total, (problem, ref)
 
