@@ -182,3 +182,27 @@ def test_canonical_results_keep_set_and_dict_semantics():
         codec.loads_result('{"d": [[1]]}')
     with pytest.raises(ValueError):
         codec.loads_result("[" * 1000 + "]" * 1000)
+
+
+def test_comparing_never_raises_and_decoding_has_a_budget(problems):
+    """Issue 21: an exception while comparing is a FAIL (2**4000 against a float overflows);
+    past its CPU deadline a result is not decoded further (ERROR, charged to the candidate);
+    keys of nested sets are computed once per element (stored on each Bag)."""
+    import time
+
+    from coral.judge.sandbox import _verdict
+    sqrt = select(problems, ["sqrt"])[0]
+    raw = {"status": "RAN", "seconds": 0.01, "out": str(2 ** 4000), "detail": ""}
+    assert not outputs_match(2 ** 4000, 1.5)
+    assert _verdict(0, raw, sqrt, time.thread_time() + 10).status.value == "FAIL"
+    big = {**raw, "out": codec.dumps(list(range(5000)))}
+    late = _verdict(0, big, sqrt, time.thread_time() - 1)
+    assert late.status.value == "ERROR" and "too costly" in late.detail
+    with pytest.raises(codec.DecodeBudgetExceeded):
+        codec.loads_result(big["out"], time.thread_time() - 1)
+    nested = (1, 2)
+    for i in range(50):
+        nested = frozenset([nested, i])
+    got = codec.loads_result(codec.dumps(nested))
+    assert outputs_match(got, nested) and got.keys == codec.canonical(nested).keys
+    assert type(got) is codec.Bag and codec.order_key(got) == got.key
