@@ -12,8 +12,9 @@ that still binds: one task per candidate).
 
 The outer bwrap joins its cgroup before it runs (`ServerCgroup.wrap`: a shell writes "0", itself,
 into cgroup.procs and execs bwrap; no Python runs between fork and exec, which a judge with
-threads, such as a Ray actor, must avoid), so nothing of the sandbox starts outside it; `kill()` SIGKILLs every task in it
-(cgroup.kill on v2, each pid of cgroup.procs until empty on v1), stopped ones included, and
+threads, such as a Ray actor, must avoid), so nothing of the sandbox starts outside it;
+`kill()` SIGKILLs every task in it (cgroup.kill on v2, each pid of cgroup.procs until empty
+on v1), stopped ones included, and
 removes the directory.
 """
 

@@ -381,6 +381,7 @@ def main() -> None:
     out.flush()
     for line in stdin:
         resp = supervise(line.rstrip(b"\n"), setup["root"], ports)
-        resp["recycle"] |= hygiene.fingerprint(ports.zygote) != start  # changed: replace this server
+        # limits or scheduling changed: the judge replaces this server
+        resp["recycle"] |= hygiene.fingerprint(ports.zygote) != start
         out.write(json.dumps(resp, separators=(",", ":")) + "\n")
         out.flush()

@@ -183,6 +183,8 @@ def _scan_after_earlier(judge: Judge) -> None:
 # the sandboxes and on the host, host Shmem, the work dir empty after it, and a correct
 # candidate judged right after it on the same judge passes.
 R3 = replace(CFG, time_floor_s=1.0, candidate_timeout_s=4.0, work_dir_mb=16)
+
+
 @pytest.fixture(scope="module")
 def round3(quixbugs_dir):
     """Each round-3 attack with what the host saw, then a reference judged after it."""
@@ -292,7 +294,8 @@ def test_servers_outlive_the_threads_that_started_them(quixbugs_dir):
         assert {s.proc.pid for s in judge._all_servers} == pids
 
 
-def _coral_judge(tmp_path, files: dict[str, str], *flags: str) -> tuple[subprocess.CompletedProcess, Watch]:
+def _coral_judge(tmp_path, files: dict[str, str],
+                 *flags: str) -> tuple[subprocess.CompletedProcess, Watch]:
     """`coral judge FILE ... --problem gcd --workers 1` in a process of its own (stdout in strict
     UTF-8), watched from the host."""
     paths = []
