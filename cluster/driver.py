@@ -99,6 +99,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = cfgmod.load(args.config, args.overrides)
+        from coral.search.strategies import check_strategy
+
+        check_strategy(cfg)
     except cfgmod.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

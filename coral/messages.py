@@ -7,7 +7,6 @@ from enum import Enum
 from typing import Optional, Sequence
 
 from coral.objectives import NAMES
-from coral.search.knobs import CheapKnobs
 
 
 class CaseStatus(str, Enum):
@@ -105,6 +104,30 @@ Scores = make_dataclass(
                "vector": _scores_vector, "to_dict": _scores_to_dict,
                "from_dict": classmethod(_scores_from_dict)})
 Scores.__module__ = __name__  # pickled by name across Ray: coral.messages.Scores
+
+
+@dataclass(frozen=True)
+class CheapKnobs:
+    """Per-request sampling settings, named as in transformers' GenerationConfig (here, not in
+    coral.search.knobs which maps genomes to them, so messages depend on nothing above).
+
+    The token budget is relative to the problem (coral.model.sampling.token_budget):
+    ``max_new_tokens + max_new_tokens_factor x tokens of the buggy function``; with factor 0
+    `max_new_tokens` is an absolute limit. top_k 1 decodes greedily (the same text for every
+    seed).
+    """
+
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    max_new_tokens: int
+    max_new_tokens_factor: float = 0.0
+
+    @property
+    def greedy(self) -> bool:
+        """Whether these knobs decode greedily (deterministic: the seed does not matter)."""
+        return int(self.top_k) == 1
 
 
 @dataclass(frozen=True)

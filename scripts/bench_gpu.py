@@ -150,7 +150,7 @@ def time_training(bench: Bench, shape: Shape, loaded: tuple, variant: tuple,
     genes = HeavyGenes(r=shape.rank, lora_alpha=2 * shape.rank, lora_dropout=0.05,
                        target_modules=modules, use_dora=dora)
     batch = train_batch(shape, len(tok))
-    cluster_steps = cfgmod.load(CLUSTER_CONFIG).training.steps
+    cluster_steps = max(cfgmod.load(CLUSTER_CONFIG).search.genes.steps)
     with gradient_checkpointing(model, checkpointing):
         peft_model = get_peft_model(model, lora_config(genes))
         try:

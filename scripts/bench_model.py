@@ -8,8 +8,8 @@ Every ratio is measured side by side in this one run on the same requests.
     python scripts/bench_model.py --quick    # tiny random LLaMA, under a minute
 
 Measurements:
-- train_seconds_per_adapter: coral.model.training.Trainer.train of one adapter at the default
-  TrainingConfig (3 steps with --quick); the others used below get 1 step (only their
+- train_seconds_per_adapter: coral.model.training.Trainer.train of one adapter of 20 steps
+  (3 with --quick); the others used below get 1 step (only their
   shape matters for generation timing).
 - resident_vs_reload: seconds per request when every request loads the base model and its
   adapter afresh and generates alone (the original system), over seconds per request of the
@@ -57,21 +57,20 @@ def emit(name: str, **fields) -> dict:
     return row
 
 
-def genes(i: int, use_dora: bool = False) -> HeavyGenes:
+def genes(i: int, use_dora: bool = False, steps: int = 20) -> HeavyGenes:
     """Distinct adapter shapes."""
     mods = (("q_proj", "v_proj"), ("q_proj", "k_proj", "v_proj", "o_proj"))[i % 2]
     return HeavyGenes(r=(4, 8)[i % 2], lora_alpha=16.0 + i, lora_dropout=0.05,
-                      target_modules=mods, use_dora=use_dora)
+                      target_modules=mods, use_dora=use_dora, steps=steps)
 
 
-def train_adapters(cfg: Config, store: DirectoryStore, n: int) -> tuple[list, float]:
-    """One adapter at the configured TrainingConfig (timed), n-1 more with one step."""
+def train_adapters(cfg: Config, store: DirectoryStore, n: int, steps: int
+                   ) -> tuple[list, float]:
+    """One adapter with `steps` steps (timed), n-1 more with one step."""
     trainer = Trainer(cfg.model, cfg.training)
-    first = trainer.train_into(store, genes(0), trainer.key(genes(0)))
+    first = trainer.train_into(store, genes(0, steps=steps), trainer.key(genes(0, steps=steps)))
     seconds = store.meta(first.key)["seconds"]
-    quick = Trainer(cfg.model, dataclasses.replace(cfg.training, steps=1),
-                    loaded=(trainer.model, trainer.tokenizer, trainer.spec))
-    refs = [first] + [quick.train_into(store, genes(i), quick.key(genes(i)))
+    refs = [first] + [trainer.train_into(store, genes(i, steps=1), trainer.key(genes(i, steps=1)))
                       for i in range(1, n)]
     return refs, seconds
 
@@ -143,16 +142,16 @@ def main() -> int:
     base = args.base or ("tiny" if args.quick else "smollm2")
     new_tokens = args.max_new_tokens or (24 if args.quick else 48)
     # --quick trains 3 steps: even the tiny model spends seconds per step on its 49k-token head.
-    training = TrainingConfig(steps=3) if args.quick else TrainingConfig()
-    cfg = dataclasses.replace(Config(), model=ModelConfig(base=base), training=training,
+    steps = 3 if args.quick else 20
+    cfg = dataclasses.replace(Config(), model=ModelConfig(base=base), training=TrainingConfig(),
                               generation=GenerationConfig(batch_size=8, max_resident_adapters=8))
     knobs = CheapKnobs(temperature=0.7, top_p=0.95, top_k=50, repetition_penalty=1.05,
                        max_new_tokens=new_tokens)
     with tempfile.TemporaryDirectory(prefix="coral-bench-") as root:
         store = DirectoryStore(root)
-        train_s, (refs, train_seconds) = timed(lambda: train_adapters(cfg, store, 4))
+        train_s, (refs, train_seconds) = timed(lambda: train_adapters(cfg, store, 4, steps))
         emit("train", base=base, train_seconds_per_adapter=round(train_seconds, 3),
-             steps=cfg.training.steps, batch_size=cfg.training.batch_size,
+             steps=steps, batch_size=cfg.training.batch_size,
              max_length=cfg.training.max_length, all_adapters_seconds=round(train_s, 2))
         reqs = requests(refs, knobs)
         load_s, gen = timed(lambda: Generator(cfg))

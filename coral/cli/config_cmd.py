@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> int:
     """Validate each file; print one line per file (or its plan); non-zero exit if any is
     invalid or, with --plan, does not fit."""
+    from coral.search.strategies import check_strategy
+
     bad = 0
     cluster = None
     if args.plan and args.cluster:
@@ -49,6 +51,7 @@ def _check(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             cfg = cfgmod.load(path, args.overrides)
+            check_strategy(cfg)
         except cfgmod.ConfigError as exc:
             print(str(exc), file=sys.stderr)
             bad += 1

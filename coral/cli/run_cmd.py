@@ -30,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
     from coral import config as cfgmod
 
     cfg = cfgmod.load(args.config, args.overrides)
+    from coral.search.strategies import check_strategy
+
+    check_strategy(cfg)
     if not args.in_process:   # the plan's check first: a pool that cannot start waits forever
         from cluster.definitions import local_cluster
         from coral.cli.config_cmd import plan_gate

@@ -129,6 +129,11 @@ def _check_range(value: Any, meta: dict, path: str) -> None:
                 raise _Bad(path, f"must be {word} {bound:g}, got {item:g}")
 
 
+# Keys that moved: an old config names them, the error says where they went.
+MOVED = {"training.steps": "search.genes.steps (a list of choices; 0 = no adapter)",
+         "training.learning_rate": "search.genes.learning_rate (a list of choices)"}
+
+
 def _build(cls: type, raw: dict, prefix: str) -> Any:
     """Construct dataclass `cls` from mapping `raw`, strictly, then run its `check`."""
     hints = typing.get_type_hints(cls)
@@ -136,6 +141,8 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields and path in MOVED:
+            raise _Bad(path, f"moved to {MOVED[path]}")
         if key not in fields:
             raise _Bad(path, f"unknown key (allowed: {', '.join(fields)})")
         converted = _convert(value, hints[key], path)

@@ -34,10 +34,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Adapter training hyperparameters and the size of the training set."""
+    """Adapter training: batch, length and the training set (steps and learning rate are
+    heavy genes: search.genes.steps, search.genes.learning_rate)."""
 
-    steps: int = setting(20, ge=1, doc="optimizer steps per adapter")
-    learning_rate: float = setting(2e-4, gt=0.0, doc="AdamW learning rate")
     batch_size: int = setting(4, ge=1, doc="examples per step")
     max_length: int = setting(256, ge=16, doc="tokens per example (prompt + fix), truncated")
     examples: int = setting(256, ge=8, doc="bug-repair examples generated for training")

@@ -23,6 +23,20 @@ class GeneChoices:
         doc="module-name sets an adapter may wrap (peft `target_modules`)")
     use_dora: tuple[bool, ...] = setting((False, True), nonempty=True,
                                          doc="whether an adapter may be DoRA (peft `use_dora`)")
+    steps: tuple[int, ...] = setting(
+        (0, 10, 20), nonempty=True,
+        doc="AdamW steps an adapter may be trained for; 0 means no adapter: the base model as "
+        "it is (no training, no adapter key), so the untuned model is inside the search space")
+    learning_rate: tuple[float, ...] = setting((1e-4, 2e-4, 5e-4), nonempty=True,
+                                               doc="AdamW learning rates an adapter may use")
+
+    def check(self) -> None:
+        """Steps >= 0, learning rates > 0."""
+        if any(s < 0 for s in self.steps):
+            raise ConfigValueError("steps", f"must be >= 0 (0: no adapter), got {list(self.steps)}")
+        if any(lr <= 0 for lr in self.learning_rate):
+            raise ConfigValueError("learning_rate",
+                                   f"must be > 0, got {list(self.learning_rate)}")
 
 
 @dataclass(frozen=True)
@@ -117,20 +131,33 @@ class SearchConfig:
     pass_at_k: int = setting(1, ge=1, doc="k of pass@k (<= samples_per_problem): the "
                              "`fixed` objective is the chance that one of k answers fixes it")
     reevaluate_top: int = setting(
-        3, ge=1, doc="survivors re-evaluated at the end on fresh sample seeds never used for "
-        "selection; the best of them is the final pick (best.json, held-out check)")
+        3, ge=1, doc="survivors re-evaluated at the end on samples_per_problem fresh sample "
+        "seeds never used for selection; the final pick is the best of them on all its samples "
+        "(search + fresh: the most samples any genome got; best.json, held-out check)")
+    evaluation: Literal["fixed", "racing"] = setting(
+        "racing", doc="fixed: every genome gets samples_per_problem samples per problem; "
+        "racing: successive halving, every genome first gets racing_first samples per problem, "
+        "the best racing_keep share of them twice as many, and so on up to "
+        "samples_per_problem; pass@k uses the n each genome got. Greedy genomes get one "
+        "sample per problem in both (it is their exact score)")
+    racing_first: int = setting(1, ge=1, doc="racing: samples per problem of the first round "
+                                "(raised to pass_at_k when lower)")
+    racing_keep: float = setting(0.5, gt=0.0, lt=1.0,
+                                 doc="racing: share of the racing genomes that get the next "
+                                 "round's samples (rounded up, at least one)")
+    seed_population: bool = setting(
+        True, doc="generation 0 starts with the untuned model (no adapter) at greedy decoding "
+        "and at default knobs (the middle of every range); with elitism the search's best can "
+        "only fall below the untuned model by noise. Needs 0 in genes.steps")
     genes: GeneChoices = setting(GeneChoices(), doc="values of the heavy genes")
     ca: CAConfig = setting(CAConfig(), doc="the cellular automaton behind the cheap knobs")
 
     def check(self) -> None:
-        """A registered strategy, known objectives, k <= n."""
+        """Known objectives, k <= n, seeding possible. The strategy name is checked against
+        the registry where a run starts (coral.search.strategies.check_strategy): the config
+        does not import the search."""
         from coral.objectives import check_names
-        from coral.search.strategies import strategy_names
 
-        names = strategy_names()
-        if self.strategy not in names:
-            raise ConfigValueError("strategy", f"must be one of "
-                                   f"{', '.join(map(repr, names))}, got {self.strategy!r}")
         try:
             check_names(self.objectives, "objectives")
         except ValueError as exc:
@@ -138,6 +165,9 @@ class SearchConfig:
         if self.pass_at_k > self.samples_per_problem:
             raise ConfigValueError("pass_at_k", f"must be <= samples_per_problem "
                                    f"({self.samples_per_problem}), got {self.pass_at_k}")
+        if self.seed_population and 0 not in self.genes.steps:
+            raise ConfigValueError("seed_population", "the untuned model needs 0 (no adapter) "
+                                   "in genes.steps; add it or set seed_population: false")
 
 
 @dataclass(frozen=True)
@@ -161,6 +191,11 @@ class KnobRanges:
     max_new_tokens: int = setting(
         32, ge=1, doc="fixed part of the token budget (code fence, end token, small growth "
         "of the fix); answers stop early at their closing fence")
+    greedy_fraction: float = setting(
+        0.15, ge=0.0, lt=1.0, doc="the lowest share of the temperature knob's quantile "
+        "(either encoding) decodes greedily instead: top_k 1, no repetition penalty, the same "
+        "text for every seed; the untuned model's decoding is inside the search space. "
+        "0: never greedy")
 
     def check(self) -> None:
         """Ranges that transformers would reject."""

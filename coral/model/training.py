@@ -1,9 +1,10 @@
 """Train one LoRA/DoRA adapter on a resident base model and write it to the adapter store.
 
 `Trainer` loads the base model, tokenizer and training set once; each `train` call wraps the
-same base model with peft, trains `TrainingConfig.steps` AdamW steps, saves the adapter and
-then unloads it, so the base model is clean again for the next call (tests check that its
-weights are bit-identical afterwards). Loading a 135M model takes seconds and a 7B model
+same base model with peft, trains the genes' `steps` AdamW steps at their `learning_rate`
+(heavy genes: part of the adapter key), saves the adapter and then unloads it, so the base
+model is clean again for the next call (tests check that its weights are bit-identical
+afterwards). Loading a 135M model takes seconds and a 7B model
 minutes, which is why the model stays resident and only adapters come and go.
 
 Determinism: the adapter's initialisation, dropout and batch order come from a seed derived
@@ -190,20 +191,22 @@ class Trainer:
         """The adapter key of `genes` for this trainer's base model and data."""
         return genes.key(self.spec.name, self.data_version)
 
-    def _batches(self, seed: int) -> list[list[dict]]:
+    def _batches(self, seed: int, steps: int) -> list[list[dict]]:
         """`steps` batches drawn epoch by epoch in a seeded order."""
         rng = np.random.default_rng(seed)
         order: list[int] = []
-        need = self.tcfg.steps * self.tcfg.batch_size
+        need = steps * self.tcfg.batch_size
         while len(order) < need:
             order.extend(int(i) for i in rng.permutation(len(self.examples)))
         bs = self.tcfg.batch_size
         return [[self.examples[i] for i in order[s * bs:(s + 1) * bs]]
-                for s in range(self.tcfg.steps)]
+                for s in range(steps)]
 
     def train(self, genes: HeavyGenes, key: str,
               out_dir: Optional[Path] = None) -> tuple[Path, dict]:
         """Train one adapter; save its peft files to `out_dir` or a temp dir; (dir, meta)."""
+        if genes.no_adapter:
+            raise ValueError("steps 0 means no adapter: there is nothing to train")
         if key != self.key(genes):
             # The caller computed the key for other data or another base model: storing the
             # adapter under it would label it wrongly.
@@ -222,8 +225,8 @@ class Trainer:
             release_cached_memory(device)
         seconds = time.perf_counter() - start
         meta = {"genes": genes.canonical(), "base_model": self.spec.name,
-                "data_version": self.data_version, "steps": self.tcfg.steps,
-                "learning_rate": self.tcfg.learning_rate, "batch_size": self.tcfg.batch_size,
+                "data_version": self.data_version, "steps": genes.steps,
+                "learning_rate": genes.learning_rate, "batch_size": self.tcfg.batch_size,
                 "max_length": self.tcfg.max_length, "seed": seed, "loss": losses,
                 "probe_loss_before": before, "probe_loss_after": after,
                 "trainable_params": trainable, "seconds": round(seconds, 3),
@@ -242,7 +245,7 @@ class Trainer:
         from peft import get_peft_model
 
         pad_id = self.tokenizer.pad_token_id
-        batches = [collate(b, pad_id) for b in self._batches(seed)]
+        batches = [collate(b, pad_id) for b in self._batches(seed, genes.steps)]
         probe = collate(self.examples[: self.tcfg.batch_size], pad_id)
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -250,7 +253,8 @@ class Trainer:
             with gradient_checkpointing(self.model, checkpointing):
                 peft_model = get_peft_model(self.model, lora_config(genes))
                 try:
-                    fitted = self._fit(peft_model, batches, probe, device, dtype)
+                    fitted = self._fit(peft_model, batches, probe, device, dtype,
+                                       genes.learning_rate)
                     peft_model.save_pretrained(str(out), safe_serialization=True)
                 finally:
                     # Back to the bare base model whatever happened: the next call wraps it.
@@ -258,10 +262,10 @@ class Trainer:
                     self.model.eval()
         return fitted
 
-    def _fit(self, model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any
-             ) -> tuple[list[float], float, float, int]:
+    def _fit(self, model: Any, batches: list[dict], probe: dict, device: Any, dtype: Any,
+             learning_rate: float) -> tuple[list[float], float, float, int]:
         """AdamW over the batches; per-step losses and the probe batch's loss before/after."""
-        return fit(model, batches, probe, device, dtype, self.tcfg.learning_rate)
+        return fit(model, batches, probe, device, dtype, learning_rate)
 
     def train_into(self, store: AdapterStore, genes: HeavyGenes, key: str) -> AdapterRef:
         """Train one adapter and write it to `store` atomically; return its ref."""

@@ -44,10 +44,31 @@ def best_lines(rd: RunDir) -> list[str]:
         lines.append(f"held-out: fixed {len(g['fixed'])} of {len(held['problems'])} "
                      f"(never used for selection; fitness {g['display']:.3f}): "
                      f"{_listing(g['fixed'])}")
+        lines += untuned_lines(held)
     else:
         lines.append("held-out: not evaluated (run.held_out_eval off, no held-out problems, "
                      "or the run has not reached it)")
     return lines
+
+
+def untuned_lines(held: dict) -> list[str]:
+    """The untuned model at greedy decoding on the same held-out problems, and what the
+    pick's adapter adds at the pick's knobs."""
+    out = []
+    base = held.get("untuned_greedy")
+    if base:
+        out.append(f"untuned model (no adapter, greedy decoding), same held-out problems: "
+                   f"fixed {len(base['fixed'])} of {len(held['problems'])}: "
+                   f"{_listing(base['fixed'])}")
+    gain = held.get("adapter_gain")
+    if gain and gain["has_adapter"]:
+        out.append(f"adapter gain: held-out pass@k {gain['with_adapter']:.3f} with its adapter, "
+                   f"{gain['without_adapter']:.3f} without at the same knobs "
+                   f"({gain['gain']:+.3f})")
+    elif gain:
+        out.append("adapter gain: none to measure, the pick uses no adapter (the base model "
+                   "as it is)")
+    return out
 
 
 def baseline_lines(rd: RunDir) -> list[str]:

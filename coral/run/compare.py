@@ -24,6 +24,10 @@ The arms' held-out numbers are the engine's (heldout.json of each run: its final
 re-scored on the held-out problems); the baselines go through the same pools on the same
 problems and seeds: the unchanged buggy program, the base model without adapter at greedy
 decoding, and the base model at the config's default knobs (the middle of every knob range).
+The two untuned ones decode with exactly the knobs of the search's own untuned genomes
+(coral.search.baselines). Each arm's `vs_baselines` is its held-out pass@k minus each
+untuned baseline's, paired per replicate (same problems, same seeds), with a 95% bootstrap
+interval: whether the search beats the model the user started with, at this budget.
 """
 
 from __future__ import annotations
@@ -32,25 +36,22 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from coral import config as cfgmod
 from coral.config import Config, ConfigError
-from coral.judge import fitness
 from coral.judge.quixbugs import Problem
-from coral.messages import Candidate, GenerationRequest
 from coral.run import stats
 from coral.run.budget import spent
-from coral.run.pipeline import HELDOUT, sample_seed
 from coral.run.pools import Pools
 from coral.run.rundir import (RunDir, atomic_write_json, read_events, read_json,
                               relevant_fields)
-from coral.search.knobs import KNOBS, CheapKnobs, knobs_from_units
+from coral.run.compare_baselines import (BASELINES, BASELINES_FILE, beats_untuned,
+                                         measure_baselines, vs_baselines)
 
 log = logging.getLogger(__name__)
 
-PLAN_FILE, BASELINES_FILE, COMPARE_FILE = "plan.json", "baselines.json", "compare.json"
-BASELINES = ("unchanged", "greedy_base", "default_knobs")
+PLAN_FILE, COMPARE_FILE = "plan.json", "compare.json"
 # `coral compare`'s defaults (and `coral submit --compare`'s): the paired difference is
 # first - second.
 DEFAULT_STRATEGIES, DEFAULT_REPLICATES = ("nsga2", "random"), 3
@@ -119,7 +120,10 @@ def check_request(cfg: Config, strategies: Sequence[str], replicates: int) -> No
     if cfg.dataset.held_out_fraction <= 0 or not cfg.run.held_out_eval:
         raise ConfigError(f"{cfg.source}: a comparison scores held-out problems: set "
                           "dataset.held_out_fraction > 0 and run.held_out_eval: true")
-    plan(cfg, strategies, 1)  # an unknown strategy is a config error naming it
+    from coral.search.strategies import check_strategy
+
+    for arm in plan(cfg, strategies, 1):  # an unknown strategy is a config error naming it
+        check_strategy(arm.cfg)
 
 
 def check_plan(cfg: Config, strategies: Sequence[str], replicates: int,
@@ -177,82 +181,6 @@ def run_compare(cfg: Config, strategies: Sequence[str], replicates: int, pools: 
     return doc
 
 
-# ------------------------------------------------------------------------ baselines
-
-def default_knobs(cfg: Config) -> CheapKnobs:
-    """The middle of every configured knob range: the knobs with no search at all."""
-    return knobs_from_units([0.5] * len(KNOBS), cfg.knobs)
-
-
-def greedy_knobs(cfg: Config) -> CheapKnobs:
-    """Greedy decoding (top_k 1 makes the sampler pick the argmax), longest output allowed."""
-    return CheapKnobs(temperature=1.0, top_p=1.0, top_k=1, repetition_penalty=1.0,
-                      max_new_tokens=cfg.knobs.max_new_tokens,
-                      max_new_tokens_factor=cfg.knobs.max_new_tokens_factor.high)
-
-
-def measure_baselines(cfg: Config, pools: Pools, held_out: Sequence[Problem],
-                      seeds: Sequence[int], root: Path) -> dict:
-    """Held-out pass@k of the baselines for these replicate seeds (measured once per seed and
-    kept in baselines.json beside the others)."""
-    key = {"model": cfg.model.base, "knobs": cfgmod.to_dict(cfg)["knobs"],
-           "problems": [p.name for p in held_out], "n": cfg.search.samples_per_problem,
-           "k": cfg.search.pass_at_k}
-    cached = read_json(root / BASELINES_FILE) or {}
-    per_seed = dict(cached.get("per_seed", {})) if cached.get("key") == key else {}
-    for seed in seeds:
-        if str(seed) in per_seed:
-            continue
-        per_seed[str(seed)] = _baselines_once(cfg, pools, held_out, seed)
-        atomic_write_json(root / BASELINES_FILE, {"key": key, "per_seed": per_seed})
-    return per_seed
-
-
-def _baselines_once(cfg: Config, pools: Pools, held_out: Sequence[Problem],
-                    seed: int) -> dict:
-    """The three baselines with one replicate's held-out sample seeds.
-
-    default_knobs draws the same n samples per problem as the arms' held-out check (same
-    seeds, `search.samples_per_problem`); greedy decoding and the unchanged program give the
-    same answer whatever the seed, so one sample each is their exact pass@k.
-    """
-    from coral.model.extract import extract_function
-
-    n = cfg.search.samples_per_problem
-    draws = {"unchanged": 1, "greedy_base": 1, "default_knobs": n}
-    unchanged = [Candidate("unchanged", p.name, p.buggy_source) for p in held_out]
-    requests = [GenerationRequest(
-        request_id=f"{name}/{p.name}/{i}", genome_id=name, problem=p.name,
-        buggy_source=p.buggy_source, adapter=None, knobs=knobs,
-        seed=sample_seed(seed, p.name, i, HELDOUT))
-        for name, knobs in (("greedy_base", greedy_knobs(cfg)),
-                            ("default_knobs", default_knobs(cfg)))
-        for p in held_out for i in range(draws[name])]
-    by_name = {p.name: p for p in held_out}
-    texts = _run(pools, pools.submit_generate(requests))
-    generated = [Candidate(r.genome_id, r.problem,
-                           extract_function(r.text, by_name[r.problem].function) or "", r.text)
-                 for r in texts]
-    verdicts = _run(pools, pools.submit_judge(unchanged + generated))
-    out = {}
-    for name in BASELINES:
-        correct = {p.name: 0 for p in held_out}
-        for v in verdicts:
-            if v.genome_id == name and v.fixed:
-                correct[v.problem] += 1
-        k = min(cfg.search.pass_at_k, draws[name])
-        out[name] = {"pass_at_k": sum(fitness.pass_at_k(draws[name], c, k)
-                                      for c in correct.values()) / len(held_out),
-                     "fixed": sorted(prob for prob, c in correct.items() if c)}
-    return out
-
-
-def _run(pools: Pools, handle: Any) -> Any:
-    """Wait for one handle and return its value."""
-    pools.wait([handle], num_returns=1)
-    return pools.get(handle)
-
-
 # ------------------------------------------------------------------------ summary
 
 def arm_result(path: Path) -> Optional[dict]:
@@ -266,8 +194,31 @@ def arm_result(path: Path) -> Optional[dict]:
     if pick is None:
         return None
     events = rd.events()
+    gain = held.get("adapter_gain") or {}
     return {"heldout_pass_at_k": pick["scores"]["fixed"], "heldout_fixed": len(pick["fixed"]),
-            "samples_used": spent(events).samples, "curve": best_so_far(rd, events)}
+            "samples_used": spent(events).samples, "curve": best_so_far(rd, events),
+            "adapter_gain": gain.get("gain"), "pick_has_adapter": gain.get("has_adapter"),
+            **train_scores(rd)}
+
+
+def train_scores(rd: RunDir) -> dict:
+    """The search's best train pass@k over every genome it scored, and the untuned model's
+    at greedy decoding when the search scored it (seeded or found), on the same seeds."""
+    from coral.search.baselines import role_of
+    from coral.search.genome import genome_from_dict
+
+    ck = rd.load_checkpoint() or {"genomes": {}}
+    try:
+        search_cfg = rd.load_config().search
+    except (ConfigError, OSError):
+        search_cfg = None
+    best, greedy = None, None
+    for rec in ck["genomes"].values():
+        value = rec["scores"]["fixed"]
+        best = value if best is None else max(best, value)
+        if search_cfg and role_of(genome_from_dict(rec["genome"]), search_cfg) == "greedy_base":
+            greedy = value
+    return {"best_train_pass_at_k": best, "untuned_greedy_train_pass_at_k": greedy}
 
 
 def best_so_far(rd: RunDir, events: list[dict]) -> list[list[float]]:
@@ -302,6 +253,7 @@ def summarise(root: str | Path) -> dict:
     # Only replicates every strategy finished are compared (a half-done compare still reads).
     done = [r for r in range(replicates)
             if all(results.get(f"{s}-r{r}") for s in strategies)]
+    seed_of = {a["replicate"]: a["seed"] for a in plan_doc["arms"]}
     arms = {}
     for i, s in enumerate(strategies):
         rows = [results[f"{s}-r{r}"] for r in done]
@@ -311,6 +263,10 @@ def summarise(root: str | Path) -> dict:
                    "heldout_fixed_mean": _mean([x["heldout_fixed"] for x in rows]),
                    "samples_used": [x["samples_used"] for x in rows],
                    "heldout_pass_at_k": [x["heldout_pass_at_k"] for x in rows],
+                   "vs_baselines": vs_baselines(
+                       [x["heldout_pass_at_k"] for x in rows],
+                       [per_seed.get(str(seed_of[r])) for r in done], seed=i),
+                   **{name: [x.get(name) for x in rows] for name in PER_REPLICATE},
                    "curves": [x["curve"] for x in rows]}
     diff = None
     if len(strategies) >= 2 and done:
@@ -326,6 +282,11 @@ def summarise(root: str | Path) -> dict:
     return {"arms": arms, "baselines": baselines, "paired_difference": diff,
             "replicates": len(done), "replicates_planned": replicates, "runs": runs,
             "budget_samples": plan_doc.get("budget_samples"), "compare_dir": str(root)}
+
+
+# Per-replicate values of each arm listed beside its held-out results.
+PER_REPLICATE = ("best_train_pass_at_k", "untuned_greedy_train_pass_at_k", "adapter_gain",
+                 "pick_has_adapter")
 
 
 def _progress(path: Path, done: bool) -> dict:
@@ -353,8 +314,13 @@ def describe(doc: dict) -> str:
         lines.append(f"{s:<14} held-out pass@k {a['heldout_pass_at_k_mean']:.3f} "
                      f"[{lo:.3f}, {hi:.3f}]  fixed {a['heldout_fixed_mean']:.2f}  "
                      f"samples {a['samples_used']}")
+        gains = [g for g in a.get("adapter_gain", []) if g is not None]
+        lines.append(f"{'':<14} best train pass@k {a.get('best_train_pass_at_k')} vs untuned "
+                     f"greedy {a.get('untuned_greedy_train_pass_at_k')}; adapter gain "
+                     f"{_mean(gains) if gains else '-'}")
     for name, v in doc["baselines"].items():
         lines.append(f"{name:<14} held-out pass@k " + ("-" if v is None else f"{v:.3f}"))
+    lines.append(beats_untuned(doc))
     if doc["paired_difference"]:
         lines.append(doc["paired_difference"]["verdict"])
     unfinished = [f"{name} {r['state']} ({r['samples_used']} samples)"
@@ -363,4 +329,3 @@ def describe(doc: dict) -> str:
         lines.append("not finished: " + ", ".join(unfinished) +
                      "; run the same command again to resume")
     return "\n".join(lines)
-

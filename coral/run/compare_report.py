@@ -110,7 +110,9 @@ def markdown(doc: dict) -> str:
     """The comparison as markdown: table, verdict, unfinished arms, plots, how to read it."""
     budget = f"{doc['budget_samples']} samples" if doc["budget_samples"] else \
         "search.generations"
-    md = ["# CORAL comparison", "",
+    from coral.run.compare_baselines import beats_untuned
+
+    md = ["# CORAL comparison", "", beats_untuned(doc), "",
           f"{doc['replicates']} of {doc['replicates_planned']} replicate(s) complete per "
           f"strategy; budget per run: {budget}.", "", *_table(doc), ""]
     diff = doc["paired_difference"]
@@ -131,17 +133,27 @@ def markdown(doc: dict) -> str:
 def _table(doc: dict) -> list[str]:
     """One row per arm (mean, interval, per replicate, samples used), then the baselines."""
     rows = ["| arm | held-out pass@k (mean) | 95% interval | fixed (mean) | per replicate "
-            "| samples used |", "|---|---|---|---|---|---|"]
+            "| samples used | vs greedy untuned | adapter gain |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, arm in doc["arms"].items():
         ci = arm["heldout_pass_at_k_ci95"]
+        vs = arm.get("vs_baselines", {}).get("greedy_base") or {}
+        gains = [_fmt(g, "+.3f") for g in arm.get("adapter_gain", [])]
         rows.append(f"| {name} | {_fmt(arm['heldout_pass_at_k_mean'])} | "
-                    f"{'-' if ci is None else f'[{ci[0]:.3f}, {ci[1]:.3f}]'} | "
+                    f"{_interval(ci)} | "
                     f"{_fmt(arm['heldout_fixed_mean'], '.2f')} | "
                     f"{', '.join(f'{v:.3f}' for v in arm['heldout_pass_at_k'])} | "
-                    f"{', '.join(map(str, arm['samples_used']))} |")
+                    f"{', '.join(map(str, arm['samples_used']))} | "
+                    f"{_fmt(vs.get('mean'), '+.3f')} {_interval(vs.get('ci95'))} | "
+                    f"{', '.join(gains) or '-'} |")
     for name, value in doc["baselines"].items():
-        rows.append(f"| {name} ({BASELINE_WORDS[name]}) | {_fmt(value)} | | | | |")
+        rows.append(f"| {name} ({BASELINE_WORDS[name]}) | {_fmt(value)} | | | | | | |")
     return rows
+
+
+def _interval(ci) -> str:
+    """[low, high] or a dash."""
+    return "-" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def write_compare_report(root: Path, doc: dict) -> Path:

@@ -6,10 +6,13 @@ drives in-process pools (tests, ``coral run --in-process``) and Ray actors
 are put back in canonical order (genome order of `ask()`, problem order of the dataset,
 sample order) before anything that affects the search, so a run is a function of its seed.
 
-Each genome is scored on n samples per training problem (`search.samples_per_problem`,
-common seeds for every genome); `fixed` is pass@k. After the last generation the best
-survivors (`search.reevaluate_top`) are re-evaluated on fresh seeds never used for selection,
-the final pick is the best of those, and the held-out check runs on them.
+Each genome is scored on up to n samples per training problem (`search.samples_per_problem`,
+common seeds for every genome); with `search.evaluation: racing` (coral.search.racing) the
+samples go to the genomes whose rank is still open, greedy genomes get one (their exact score),
+and `fixed` is pass@k over the n each genome got. After the last generation the best survivors
+(`search.reevaluate_top`) are re-evaluated on fresh seeds never used for selection and the
+final pick is the best of them on all its samples; the held-out check (coral.run.finish) runs
+on it, on the same knobs without its adapter, and on the untuned model at greedy decoding.
 
 Resume: checkpoint.json holds the strategy state after the last completed generation; the
 interrupted generation is asked again (same genomes: the RNG state is in the checkpoint) and
@@ -31,19 +34,20 @@ from coral.judge import fitness
 from coral.judge.quixbugs import Problem, load_problems, select, split
 from coral.messages import Scores
 from coral.run.budget import exhausted, reserved_gpus, spent
-from coral.run.pipeline import (FINAL, HELDOUT, SEARCH, Judged, Key, Pipeline,
-                                judged_from_event)
+from coral.run.finish import held_out, reevaluate, score_genome
+from coral.run.pipeline import SEARCH, Judged, Key, Pipeline, judged_from_event
 from coral.run.pools import Pools
 from coral.run.progress import Progress
 from coral.run.rundir import RunDir, config_differences, relevant_fields
 from coral.search.genome import Genome, genome_to_dict
 from coral.search.knobs import knobs_for
+from coral.search.racing import race, schedule
 from coral.search.selection import non_dominated_sort
 from coral.search.strategies import SearchStrategy, StateRefused, make_strategy
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 _LIVE_EVERY_S = 2.0  # how often live.json (queue depths for `coral status`) is rewritten
 _STAGES = {"AdapterWork": "adapter", "GenerateWork": "generate", "JudgeWork": "judge"}
 
@@ -67,6 +71,8 @@ class GenomeRecord:
     unchanged: int = 0       # samples that handed the buggy function back
     tokens: int = 0          # tokens generated over all samples
     final: Optional[dict] = None  # scores on fresh seeds (final re-evaluation)
+    samples_per_problem: int = 0  # n of its pass@k (racing gives genomes different n)
+    pooled: Optional[dict] = None  # scores on search + fresh samples (what picks the best)
 
 
 def problems_for(cfg: Config) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
@@ -76,14 +82,6 @@ def problems_for(cfg: Config) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]
     if cfg.dataset.max_train_problems:
         train = train[: cfg.dataset.max_train_problems]
     return train, held
-
-
-def score_genome(genome_id: str, problems: Sequence[Problem], samples: int, k: int,
-                 verdicts: dict[Key, Judged]) -> tuple[Scores, list[Judged]]:
-    """A genome's aggregate scores (pass@k for `fixed`) and its samples in canonical order."""
-    mine = [[verdicts[(genome_id, p.name, i)] for i in range(samples)] for p in problems]
-    agg = fitness.aggregate([[j.scores for j in per] for per in mine], k)
-    return agg, [j for per in mine for j in per]
 
 
 class Engine:
@@ -182,9 +180,9 @@ class Engine:
         if ck.get("version") != CHECKPOINT_VERSION:
             raise ResumeRefused(
                 f"{self.rundir.path}: checkpoint format {ck.get('version')!r} was written by an "
-                f"older CORAL (this one writes format {CHECKPOINT_VERSION}: pass@k fitness, "
-                f"several samples per problem); use --no-resume to start over or another "
-                f"run.name")
+                f"older CORAL (this one writes format {CHECKPOINT_VERSION}: training steps and "
+                f"learning rate are heavy genes, racing evaluation); use --no-resume to start "
+                f"over or another run.name")
         diffs = config_differences(ck["relevant_config"], relevant_fields(self.cfg))
         if diffs:
             raise ResumeRefused(
@@ -197,14 +195,17 @@ class Engine:
         g, genomes = strategy.generation, strategy.ask()
         self.pipeline.adapter_outcomes = Counter()
         t0 = time.perf_counter()
-        n = self.cfg.search.samples_per_problem
-        verdicts = self.pipeline.evaluate(genomes, self.train, n, g, SEARCH, known)
+        counts, verdicts = self._race(g, genomes, known)
         scored = {}
         for genome in genomes:  # canonical order: ask() order, then problem and sample order
-            agg, samples = score_genome(genome.id, self.train, n, self.cfg.search.pass_at_k,
-                                        verdicts)
+            agg, samples = score_genome(genome.id, self.train, counts[genome.id],
+                                        self.cfg.search.pass_at_k, verdicts)
             scored[genome.id] = agg
-            self.genomes[genome.id] = self._record(g, genome, agg, samples)
+            self.genomes[genome.id] = rec = self._record(g, genome, agg, samples)
+            rec.samples_per_problem = counts[genome.id]
+            self.events.write("genome_scored", generation=g, id=genome.id,
+                              samples_per_problem=counts[genome.id], samples=len(samples),
+                              scores=rec.scores, display=rec.display, key=rec.key)
         strategy.tell(scored)
         summary = self._summary(g, genomes, time.perf_counter() - t0)
         # The budget's own count, over every driver of this run (a resumed run goes on
@@ -215,6 +216,33 @@ class Engine:
         self.progress.generation_done(summary)
         self.events.sync()  # events are durable before the checkpoint that relies on them
         self._checkpoint(strategy)
+
+    def _race(self, g: int, genomes: list[Genome], known: dict[Key, Judged]
+              ) -> tuple[dict[str, int], dict[Key, Judged]]:
+        """Samples per problem each genome got this generation (coral.search.racing), and
+        every verdict (a resumed generation re-runs only what `known` lacks)."""
+        s, k = self.cfg.search, self.cfg.search.pass_at_k
+        verdicts: dict[Key, Judged] = dict(known)
+        got: dict[str, int] = {}
+
+        def run(want) -> None:
+            subset = [x for x in genomes if x.id in want]
+            verdicts.update(self.pipeline.evaluate(subset, self.train, want, g, SEARCH,
+                                                   verdicts))
+            got.update(want)
+
+        def score(gid: str) -> float:
+            agg, _ = score_genome(gid, self.train, got[gid], k, verdicts)
+            return fitness.display_score(agg)
+
+        exact = {x.id for x in genomes if self.exact(x)}
+        rounds = schedule(s.evaluation, s.samples_per_problem, s.racing_first, k)
+        counts = race([x.id for x in genomes], exact, rounds, s.racing_keep, run, score)
+        return counts, verdicts
+
+    def exact(self, genome: Genome) -> bool:
+        """Whether one sample per problem is the genome's exact score (greedy decoding)."""
+        return knobs_for(genome, self.cfg.knobs).greedy
 
     def _record(self, generation: int, genome: Genome, agg: Scores,
                 samples: list[Judged]) -> GenomeRecord:
@@ -239,8 +267,12 @@ class Engine:
         return {"generation": g, "seconds": round(seconds, 3), "genomes": len(recs),
                 "best_display": max(display), "median_display": statistics.median(display),
                 "best_genome": genomes[best_i].id, "best_scores": recs[best_i].scores,
-                "best_fixed": recs[best_i].fixed, "unique_adapters": len({r.key for r in recs}),
-                "samples": samples, "unchanged": sum(r.unchanged for r in recs),
+                "best_fixed": recs[best_i].fixed,
+                "unique_adapters": len({r.key for r in recs if r.key}),
+                "samples": samples,
+                "samples_per_problem": {x.id: r.samples_per_problem
+                                        for x, r in zip(genomes, recs)},
+                "unchanged": sum(r.unchanged for r in recs),
                 "tokens_per_sample": round(sum(r.tokens for r in recs) / samples, 1)
                 if samples else None,
                 "cache_hit_rate": (outcomes.get("hit", 0) / lookups) if lookups else None}
@@ -278,46 +310,9 @@ class Engine:
     # ------------------------------------------------------------------ after the search
     def _finish(self, strategy: SearchStrategy) -> None:
         """Re-evaluate the best survivors on fresh seeds, pick, then the held-out check."""
-        picks = self._reevaluate(strategy)
+        picks = reevaluate(self, strategy)
         if self.cfg.run.held_out_eval and self.held_out:
-            self._held_out(picks[: self.cfg.run.held_out_top_k])
-
-    def _reevaluate(self, strategy: SearchStrategy) -> list[Genome]:
-        """Top survivors scored again on FINAL seeds; best.json = the best of them."""
-        top = self.ranked(strategy)[: self.cfg.search.reevaluate_top]
-        by_id = {x.id: x for x, _ in strategy.population}
-        genomes = [by_id[r["id"]] for r in top]
-        n, k = self.cfg.search.samples_per_problem, self.cfg.search.pass_at_k
-        verdicts = self.pipeline.evaluate(genomes, self.train, n, strategy.generation, FINAL)
-        finals = {}
-        for genome in genomes:
-            agg, _ = score_genome(genome.id, self.train, n, k, verdicts)
-            self.genomes[genome.id].final = agg.to_dict()
-            finals[genome.id] = fitness.display_score(agg)
-            self.events.write("final_scored", id=genome.id, scores=agg.to_dict(),
-                              search_scores=self.genomes[genome.id].scores)
-        picks = sorted(genomes, key=lambda x: -finals[x.id])  # stable: search rank breaks ties
-        best = dataclasses.asdict(self.genomes[picks[0].id])
-        self.rundir.write_json("best.json", dict(best, id=picks[0].id))
-        return picks
-
-    def _held_out(self, genomes: list[Genome]) -> None:
-        """Score the final picks on held-out problems (never used for selection)."""
-        n, k = self.cfg.search.samples_per_problem, self.cfg.search.pass_at_k
-        gen = self.cfg.search.generations
-        verdicts = self.pipeline.evaluate(genomes, self.held_out, n, gen, HELDOUT)
-        out = []
-        for genome in genomes:
-            agg, samples = score_genome(genome.id, self.held_out, n, k, verdicts)
-            doc = {"id": genome.id, "scores": agg.to_dict(),
-                   "display": fitness.display_score(agg),
-                   "fixed": sorted({j.problem for j in samples if j.scores.fixed >= 1.0}),
-                   "search_scores": self.genomes[genome.id].scores,
-                   "final_scores": self.genomes[genome.id].final}
-            out.append(doc)
-            self.events.write("heldout_scored", **doc)
-        self.rundir.write_json("heldout.json", {"problems": [p.name for p in self.held_out],
-                                                "genomes": out})
+            held_out(self, picks[: self.cfg.run.held_out_top_k])
 
     def _live(self, generation: int, phase: str, queued: int, inflight: list) -> None:
         """Rewrite live.json (queue depths) at most every _LIVE_EVERY_S seconds."""

@@ -9,7 +9,11 @@ Each kind of pending work is a small frozen value (`AdapterWork`, `GenerateWork`
 Sampling noise is controlled by common random numbers: sample i of problem p is generated
 with `sample_seed(run seed, p, i, stream)` for every genome and every strategy, so two genomes
 are compared on the same draws. Streams keep the seeds of selection ("search"), of the final
-re-evaluation ("final") and of the held-out check ("heldout") apart.
+re-evaluation ("final") and of the held-out check ("heldout") apart. A genome that gets more
+samples later (racing) extends the same seed sequence: sample i is sample i whenever it runs.
+
+A genome without an adapter (heavy gene `steps` 0, adapter key None) skips the adapter stage:
+its requests go straight to generation with `adapter=None`, the bare base model.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import hashlib
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from coral.judge import fitness
 from coral.judge.quixbugs import Problem
-from coral.messages import Candidate, GenerationRequest, GenerationResult, Scores, Verdict
+from coral.messages import (AdapterRef, Candidate, GenerationRequest, GenerationResult, Scores,
+                            Verdict)
 from coral.model.extract import extract_function
 from coral.run.pools import AdapterReady, Pools
 from coral.search.genome import Genome, HeavyGenes
@@ -103,7 +108,8 @@ class Pipeline:
     """Drives `Pools` for one pass at a time; events and progress go to the given sinks."""
 
     def __init__(self, pools: Pools, problems: dict[str, Problem], run_seed: int,
-                 adapter_key: Callable[[HeavyGenes], str], knobs_of: Callable[[Genome], Any],
+                 adapter_key: Callable[[HeavyGenes], Optional[str]],
+                 knobs_of: Callable[[Genome], Any],
                  events: Any, progress: Any, max_in_flight: int,
                  on_wait: Callable[[int, str, int, list], None] = lambda *a: None) -> None:
         self.pools, self.problems, self.run_seed = pools, problems, int(run_seed)
@@ -117,35 +123,40 @@ class Pipeline:
                           JudgeWork: self._on_judged}
 
     # ------------------------------------------------------------------ one pass
-    def evaluate(self, genomes: Sequence[Genome], problems: Sequence[Problem], samples: int,
-                 generation: int, phase: str,
+    def evaluate(self, genomes: Sequence[Genome], problems: Sequence[Problem],
+                 samples: Union[int, Mapping[str, int]], generation: int, phase: str,
                  known: Optional[dict[Key, Judged]] = None) -> dict[Key, Judged]:
-        """Verdict of every (genome, problem, sample < samples); `known` ones are not re-run."""
+        """Verdict of every (genome, problem, sample < n), n = `samples` or `samples[genome
+        id]`; `known` ones are not re-run."""
         known = known or {}
         run = Pass(generation, phase, {})
         for g in genomes:
+            n = samples if isinstance(samples, int) else samples[g.id]
             for p in problems:
-                for i in range(samples):
+                for i in range(n):
                     if (g.id, p.name, i) in known:
                         run.results[(g.id, p.name, i)] = known[(g.id, p.name, i)]
                     else:
                         run.todo.setdefault(g.id, []).append((p, i))
-        queue: deque = deque(self._adapter_work(genomes, run))
+        queue: deque = deque(self._first_work(genomes, run))
         self._drain(queue, run)
         return run.results
 
-    def _adapter_work(self, genomes: Sequence[Genome], run: Pass) -> list[AdapterWork]:
-        """One AdapterWork per distinct adapter among the genomes that still need answers."""
-        by_key: dict[str, list[Genome]] = {}
+    def _first_work(self, genomes: Sequence[Genome], run: Pass) -> list[Work]:
+        """One AdapterWork per distinct adapter among the genomes that still need answers;
+        generation straight away for those without an adapter."""
+        by_key: dict[Optional[str], list[Genome]] = {}
         for g in genomes:
             if g.id in run.todo:
                 by_key.setdefault(self.adapter_key(g.heavy), []).append(g)
         n = sum(len(v) for v in run.todo.values())
+        bare = by_key.pop(None, [])
         self.progress.add("adapters", len(by_key))
         self.progress.add("generated", n)
         self.progress.add("judged", n)
-        return [AdapterWork(key, members[0].heavy, tuple(members))
-                for key, members in by_key.items()]
+        work: list[Work] = [self._generate_work(g, None, run) for g in bare]
+        return work + [AdapterWork(key, members[0].heavy, tuple(members))
+                       for key, members in by_key.items()]
 
     def _drain(self, queue: deque, run: Pass) -> None:
         """Submit up to the in-flight cap, handle results as they finish, until all done."""
@@ -183,19 +194,21 @@ class Pipeline:
         self.events.write("adapter_ready", generation=run.generation, phase=run.phase,
                           key=work.key, outcome=ready.outcome, seconds=round(ready.seconds, 3))
         self.progress.advance("adapters")
-        follow: list[Work] = []
-        for genome in work.genomes:
-            knobs = self.knobs_of(genome)
-            requests = []
-            for p, i in run.todo[genome.id]:
-                rid = f"{genome.id}/{p.name}/{i}"
-                run.samples[rid] = i
-                requests.append(GenerationRequest(
-                    request_id=rid, genome_id=genome.id, problem=p.name,
-                    buggy_source=p.buggy_source, adapter=ready.ref, knobs=knobs,
-                    seed=sample_seed(self.run_seed, p.name, i, run.phase)))
-            follow.append(GenerateWork(tuple(requests)))
-        return follow
+        return [self._generate_work(genome, ready.ref, run) for genome in work.genomes]
+
+    def _generate_work(self, genome: Genome, ref: Optional[AdapterRef], run: Pass
+                       ) -> GenerateWork:
+        """The generation requests of every (problem, sample) the genome still needs."""
+        knobs = self.knobs_of(genome)
+        requests = []
+        for p, i in run.todo[genome.id]:
+            rid = f"{genome.id}/{p.name}/{i}"
+            run.samples[rid] = i
+            requests.append(GenerationRequest(
+                request_id=rid, genome_id=genome.id, problem=p.name,
+                buggy_source=p.buggy_source, adapter=ref, knobs=knobs,
+                seed=sample_seed(self.run_seed, p.name, i, run.phase)))
+        return GenerateWork(tuple(requests))
 
     def _on_generated(self, work: GenerateWork, results: list[GenerationResult],
                       run: Pass) -> list[Work]:

@@ -58,8 +58,23 @@ def run_summary(path: str | Path) -> dict:
         "queues": live if running and "queued" in live else None,
         "history": [{k: h.get(k) for k in ("generation", "best_display", "median_display",
                                            "unchanged", "tokens_per_sample", "cache_hit_rate",
-                                           "seconds")} for h in history],
+                                           "seconds", "samples_spent", "samples_per_problem")}
+                    for h in history],
+        "heldout": _heldout(rd),
     }
+
+
+def _heldout(rd: RunDir) -> Optional[dict]:
+    """The pick's held-out result beside the untuned greedy model's, and its adapter gain."""
+    held = rd.read_json("heldout.json")
+    if not held or not held.get("genomes"):
+        return None
+    pick, base = held["genomes"][0], held.get("untuned_greedy")
+    return {"problems": len(held["problems"]), "pick": pick["id"],
+            "pick_fixed": len(pick["fixed"]), "pick_pass_at_k": pick["scores"][PRIMARY],
+            "untuned_greedy_fixed": len(base["fixed"]) if base else None,
+            "untuned_greedy_pass_at_k": base["scores"][PRIMARY] if base else None,
+            "adapter_gain": held.get("adapter_gain")}
 
 
 def _wall_seconds(events: list[dict], running: bool) -> float:
@@ -89,7 +104,8 @@ def _best(rd: RunDir, history: list[dict]) -> Optional[dict]:
     if best:
         return {"generation": best["generation"], "genome": best["id"],
                 "display": best["display"], "scores": best.get("scores", {}),
-                "fixed": best["fixed"], "final_scores": best.get("final")}
+                "fixed": best["fixed"], "final_scores": best.get("final"),
+                "samples_per_problem": best.get("samples_per_problem")}
     if not history:
         return None
     h = max(history, key=lambda h: h["best_display"])
@@ -174,7 +190,8 @@ def _best_lines(b: Optional[dict]) -> list[str]:
     if not b:
         return []
     sc = "  ".join(f"{k} {b['scores'][k]:.3f}" for k in OBJECTIVES if k in b["scores"])
-    lines = [f"best     {b['genome']} (gen {b['generation']}): {sc}"]
+    n = f", n={b['samples_per_problem']}" if b.get("samples_per_problem") else ""
+    lines = [f"best     {b['genome']} (gen {b['generation']}{n}): {sc}"]
     if b.get("final_scores"):
         lines.append(f"         on fresh seeds: pass@k {b['final_scores'][PRIMARY]:.3f}, "
                      f"bugfix {b['final_scores']['bugfix']:.3f}")
@@ -222,9 +239,30 @@ def format_summary(s: dict) -> str:
         rate = "-" if h["cache_hit_rate"] is None else f"{h['cache_hit_rate']:.0%}"
         extra = "" if h.get("unchanged") is None else (
             f"  UNCHANGED {h['unchanged']}  tokens/sample {h['tokens_per_sample']}")
+        per = h.get("samples_per_problem") or {}
+        racing = f"  n/genome {','.join(map(str, per.values()))}" if per else ""
         lines.append(f"  gen {h['generation']:>3}: best {h['best_display']:.3f}  median "
-                     f"{h['median_display']:.3f}{extra}  cache hits {rate}  {h['seconds']:.0f} s")
-    return "\n".join(lines)
+                     f"{h['median_display']:.3f}{extra}{racing}  cache hits {rate}  "
+                     f"{h['seconds']:.0f} s")
+    return "\n".join(lines + _heldout_lines(s.get("heldout")))
+
+
+def _heldout_lines(h: Optional[dict]) -> list[str]:
+    """The pick against the untuned greedy model on held-out problems, and its adapter gain."""
+    if not h:
+        return []
+    lines = [f"held-out pick fixed {h['pick_fixed']} of {h['problems']} (pass@k "
+             f"{h['pick_pass_at_k']:.3f}); untuned model at greedy decoding: "
+             + ("-" if h["untuned_greedy_fixed"] is None else
+                f"{h['untuned_greedy_fixed']} of {h['problems']} "
+                f"(pass@k {h['untuned_greedy_pass_at_k']:.3f})")]
+    gain = h.get("adapter_gain")
+    if gain and gain.get("has_adapter"):
+        lines.append(f"adapter  gain {gain['gain']:+.3f} held-out pass@k at the same knobs "
+                     f"({gain['with_adapter']:.3f} with, {gain['without_adapter']:.3f} without)")
+    elif gain:
+        lines.append("adapter  none: the pick is the base model as it is (steps 0)")
+    return lines
 
 
 # ------------------------------------------------------------------------ markdown
@@ -284,7 +322,11 @@ def write_report(path: str | Path, baseline: Optional[str | Path] = None) -> Pat
         md += ["## Held-out problems (never used for selection)", "",
                f"Problems: {', '.join(held['problems'])}", "", header, rule]
         md += [f"| `{g['id']}` | {_fmt_scores(g['scores'])} |" for g in held["genomes"]]
+        if held.get("untuned_greedy"):
+            untuned = held["untuned_greedy"]["scores"]
+            md.append(f"| untuned model, greedy | {_fmt_scores(untuned)} |")
         md.append("")
+        md += [f"{line}" for line in _heldout_lines(s.get("heldout"))] + [""]
     if base is not None:
         md += _comparison(rd, base)
     out = rd.path / REPORT_FILE
@@ -296,7 +338,9 @@ def _best_section(rd: RunDir, best: dict, header: str, rule: str) -> list[str]:
     """The final pick: genes, knobs, scores on search / fresh / held-out seeds, its fixes."""
     md = [f"## Best genome `{best['id']}` (generation {best['generation']})", "",
           f"- heavy genes: `{best['genome']['heavy']}`", f"- knobs: `{best['knobs']}`",
-          f"- adapter key: `{best['key'][:16]}...`",
+          f"- adapter key: `{best['key'][:16]}...`" if best.get("key") else
+          "- adapter: none (steps 0: the base model as it is)",
+          f"- samples per problem: {best.get('samples_per_problem', '-')} (search)",
           f"- {best.get('samples', 0)} search answers, {best.get('unchanged', 0)} UNCHANGED, "
           f"{best.get('tokens', 0) / max(1, best.get('samples', 0)):.0f} tokens per answer",
           f"- `{PRIMARY}` is pass@k per problem (mean over problems); `bugfix` is the "

@@ -6,33 +6,51 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from coral.config import CAConfig, GeneChoices, SearchConfig
 
 
 @dataclass(frozen=True)
 class HeavyGenes:
-    """What decides the adapter: changing any of these means training a new one."""
+    """What decides the adapter: changing any of these means training a new one.
+
+    `steps` 0 means no adapter at all: the base model as it is (nothing is trained, there is
+    no adapter key, generation runs the bare base model); the other genes are then latent.
+    """
 
     r: int
     lora_alpha: float
     lora_dropout: float
     target_modules: tuple[str, ...]
     use_dora: bool
+    steps: int = 20
+    learning_rate: float = 2e-4
+
+    @property
+    def no_adapter(self) -> bool:
+        """The base model as it is: no training, no adapter."""
+        return int(self.steps) == 0
 
     def canonical(self) -> dict:
         """Canonical plain form: numbers normalised, module list sorted and de-duplicated."""
+        if self.no_adapter:
+            return {"steps": 0}
         return {
             "r": int(self.r),
             "lora_alpha": float(self.lora_alpha),
             "lora_dropout": round(float(self.lora_dropout), 6),
             "target_modules": sorted(set(self.target_modules)),
             "use_dora": bool(self.use_dora),
+            "steps": int(self.steps),
+            "learning_rate": float(f"{float(self.learning_rate):.6g}"),
         }
 
-    def key(self, base_model: str, data_version: str) -> str:
-        """Content address of the adapter: sha256 of canonical JSON of genes + model + data."""
+    def key(self, base_model: str, data_version: str) -> Optional[str]:
+        """Content address of the adapter: sha256 of canonical JSON of genes + model + data;
+        None without an adapter (steps 0)."""
+        if self.no_adapter:
+            return None
         doc = {"genes": self.canonical(), "base_model": base_model, "data_version": data_version}
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
@@ -50,6 +68,8 @@ class CASeed:
     steps: int
 
 
+HEAVY = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora", "steps",
+         "learning_rate")
 # The searched sampling knobs, in the order of Genome.knob_genes and of the CA's handles
 # (coral.search.knobs maps them into their configured ranges).
 KNOBS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens_factor")
@@ -98,7 +118,18 @@ def random_heavy(choices: GeneChoices, rng) -> HeavyGenes:
         lora_dropout=float(_pick(rng, choices.lora_dropout)),
         target_modules=tuple(_pick(rng, choices.target_modules)),
         use_dora=bool(_pick(rng, choices.use_dora)),
+        steps=int(_pick(rng, choices.steps)),
+        learning_rate=float(_pick(rng, choices.learning_rate)),
     )
+
+
+def _heavy(values: dict) -> HeavyGenes:
+    """HeavyGenes from plain values (types normalised)."""
+    return HeavyGenes(r=int(values["r"]), lora_alpha=float(values["lora_alpha"]),
+                      lora_dropout=float(values["lora_dropout"]),
+                      target_modules=tuple(values["target_modules"]),
+                      use_dora=bool(values["use_dora"]), steps=int(values["steps"]),
+                      learning_rate=float(values["learning_rate"]))
 
 
 def valid_rule(birth: Sequence[int], survival: Sequence[int]) -> bool:
@@ -143,7 +174,7 @@ def random_genome(search_cfg: SearchConfig, rng, genome_id: str) -> Genome:
 def _mutate_heavy(heavy: HeavyGenes, choices: GeneChoices, rate: float, rng) -> HeavyGenes:
     """Re-draw each heavy gene with probability `rate` (to a different choice if any)."""
     values = {}
-    for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora"):
+    for name in HEAVY:
         current = getattr(heavy, name)
         options = getattr(choices, name)
         mutate = rng.random() < rate
@@ -151,10 +182,7 @@ def _mutate_heavy(heavy: HeavyGenes, choices: GeneChoices, rate: float, rng) -> 
         if mutate or current not in options:
             current = _pick_other(rng, options, current)
         values[name] = current
-    return HeavyGenes(r=int(values["r"]), lora_alpha=float(values["lora_alpha"]),
-                      lora_dropout=float(values["lora_dropout"]),
-                      target_modules=tuple(values["target_modules"]),
-                      use_dora=bool(values["use_dora"]))
+    return _heavy(values)
 
 
 def _toggle_rule(ca: CASeed, rng) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -218,9 +246,8 @@ def crossover(a: Genome, b: Genome, rng, new_id: str) -> Genome:
     """
     if (a.ca.width, a.ca.height) != (b.ca.width, b.ca.height):
         raise ValueError("crossover needs CA grids of one size")
-    heavy = HeavyGenes(**{
-        name: getattr(a.heavy if rng.random() < 0.5 else b.heavy, name)
-        for name in ("r", "lora_alpha", "lora_dropout", "target_modules", "use_dora")})
+    heavy = HeavyGenes(**{name: getattr(a.heavy if rng.random() < 0.5 else b.heavy, name)
+                          for name in HEAVY})
     w, h = a.ca.width, a.ca.height
     r0, r1 = sorted(int(v) for v in rng.integers(0, h + 1, size=2))
     cells = a.ca.cells[: r0 * w] + b.ca.cells[r0 * w: r1 * w] + a.ca.cells[r1 * w:]
@@ -245,6 +272,7 @@ def is_valid(genome: Genome, search_cfg: SearchConfig) -> bool:
     g, ch, ca, cfg = genome.heavy, search_cfg.genes, genome.ca, search_cfg.ca
     return (g.r in ch.r and g.lora_alpha in ch.lora_alpha and g.lora_dropout in ch.lora_dropout
             and tuple(g.target_modules) in ch.target_modules and g.use_dora in ch.use_dora
+            and g.steps in ch.steps and g.learning_rate in ch.learning_rate
             and (ca.width, ca.height) == (cfg.width, cfg.height)
             and len(ca.cells) == ca.width * ca.height and set(ca.cells) <= {0, 1}
             and cfg.steps_min <= ca.steps <= cfg.steps_max and valid_rule(ca.birth, ca.survival)
@@ -260,7 +288,8 @@ def genome_to_dict(genome: Genome) -> dict:
         "heavy": {"r": genome.heavy.r, "lora_alpha": genome.heavy.lora_alpha,
                   "lora_dropout": genome.heavy.lora_dropout,
                   "target_modules": list(genome.heavy.target_modules),
-                  "use_dora": genome.heavy.use_dora},
+                  "use_dora": genome.heavy.use_dora, "steps": genome.heavy.steps,
+                  "learning_rate": genome.heavy.learning_rate},
         "ca": {"width": ca.width, "height": ca.height,
                "cells": "".join(str(c) for c in ca.cells),
                "birth": list(ca.birth), "survival": list(ca.survival), "steps": ca.steps},
@@ -271,9 +300,7 @@ def genome_to_dict(genome: Genome) -> dict:
 def genome_from_dict(doc: dict) -> Genome:
     """Inverse of `genome_to_dict` (lists become tuples, so it compares equal)."""
     h, c = doc["heavy"], doc["ca"]
-    heavy = HeavyGenes(r=int(h["r"]), lora_alpha=float(h["lora_alpha"]),
-                       lora_dropout=float(h["lora_dropout"]),
-                       target_modules=tuple(h["target_modules"]), use_dora=bool(h["use_dora"]))
+    heavy = _heavy(h)
     ca = CASeed(width=int(c["width"]), height=int(c["height"]),
                 cells=tuple(int(ch) for ch in c["cells"]),
                 birth=tuple(int(v) for v in c["birth"]),

@@ -22,34 +22,21 @@ coral.model.sampling.token_budget.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from coral.config import CAConfig, KnobRanges, Range
+from coral.messages import CheapKnobs
 from coral.search.ca import contrasts_many
 from coral.search.genome import KNOBS, CASeed, Genome, random_ca
 
 
-@dataclass(frozen=True)
-class CheapKnobs:
-    """Per-request sampling settings, named as in transformers' GenerationConfig.
-
-    The token budget is relative to the problem (coral.model.sampling.token_budget):
-    ``max_new_tokens + max_new_tokens_factor x tokens of the buggy function``; with factor 0
-    `max_new_tokens` is an absolute limit.
-    """
-
-    temperature: float
-    top_p: float
-    top_k: int
-    repetition_penalty: float
-    max_new_tokens: int
-    max_new_tokens_factor: float = 0.0
-
-
 INT_KNOBS = ("top_k",)
+# Quantiles of the untuned model's two decodings: every knob in the middle of its range, and
+# greedy (temperature quantile 0) with the middle token budget.
+DEFAULT_UNITS = (0.5,) * len(KNOBS)
+GREEDY_UNITS = (0.0,) + (0.5,) * (len(KNOBS) - 1)
 
 # Probability levels of the calibration quantiles.
 CALIBRATION_LEVELS = tuple(i / 40 for i in range(41))
@@ -122,9 +109,17 @@ def _scale(u: float, rng: Range, as_int: bool) -> float | int:
 
 
 def knobs_from_units(units: Sequence[float], ranges: KnobRanges) -> CheapKnobs:
-    """Knobs from one quantile in [0, 1] per searched knob (KNOBS order)."""
+    """Knobs from one quantile in [0, 1] per searched knob (KNOBS order).
+
+    A temperature quantile below `ranges.greedy_fraction` decodes greedily: top_k 1 (the
+    sampler's argmax), temperature and top_p 1, no repetition penalty; only the token budget
+    still comes from its gene. The linear map of the other quantiles is unchanged, so the
+    default knobs (every quantile 0.5) are the middle of every range either way.
+    """
     values = {k: _scale(float(u), getattr(ranges, k), k in INT_KNOBS)
               for k, u in zip(KNOBS, units)}
+    if float(units[0]) < ranges.greedy_fraction:
+        values.update(temperature=1.0, top_p=1.0, top_k=1, repetition_penalty=1.0)
     return CheapKnobs(max_new_tokens=int(ranges.max_new_tokens), **values)
 
 

@@ -12,10 +12,11 @@ from coral.config import from_dict
 from coral.search.genome import HeavyGenes
 from coral.adapters.store import DirectoryStore, store_from_config
 
+# Two-step trainings at a high rate: the tiny model's adapters take seconds.
 GENES = HeavyGenes(r=4, lora_alpha=8.0, lora_dropout=0.0, target_modules=("q_proj", "v_proj"),
-                   use_dora=False)
+                   use_dora=False, steps=2, learning_rate=0.01)
 OTHER = HeavyGenes(r=8, lora_alpha=16.0, lora_dropout=0.0, target_modules=("q_proj", "v_proj"),
-                   use_dora=True)
+                   use_dora=True, steps=2, learning_rate=0.01)
 
 
 def _fake_adapter(folder, payload: bytes):
@@ -119,8 +120,7 @@ def _ray_cfg(tmp_path):
     """Tiny model, two-step trainings, one training actor, store under tmp_path."""
     return from_dict({
         "model": {"base": "tiny"},
-        "training": {"steps": 2, "batch_size": 2, "max_length": 128, "examples": 8,
-                     "learning_rate": 0.01},
+        "training": {"batch_size": 2, "max_length": 128, "examples": 8},
         "storage": {"adapters": str(tmp_path / "adapters")},
         "ray": {"training_pool": {"size": 1, "num_cpus": 1}, "max_restarts": 3,
                 "max_task_retries": 1}})
@@ -220,7 +220,7 @@ def test_adapter_key_follows_data_version(ray_cache):
     # the training actor keys adapters with the same data version as the driver
     assert tuple(ray.get(pool.actors[0].identity.remote())) == (base_model, version)
     assert version == data_version(cfg.training)
-    other_cfg = from_dict({"training": {"steps": 2, "batch_size": 2, "max_length": 128,
+    other_cfg = from_dict({"training": {"batch_size": 2, "max_length": 128,
                                         "examples": 8, "data_seed": 7}})
     other_version = data_version(other_cfg.training)
     assert other_version != version

@@ -14,11 +14,12 @@ from coral.model.training import Trainer, lora_config, train_seed
 
 # Few short steps at a high learning rate: enough for the loss of a random model to drop
 # clearly, small enough that the file runs in seconds on 2 cores.
-TCFG = TrainingConfig(steps=6, learning_rate=2e-2, batch_size=2, max_length=128, examples=16)
+TCFG = TrainingConfig(batch_size=2, max_length=128, examples=16)
 LORA = HeavyGenes(r=4, lora_alpha=8.0, lora_dropout=0.0, target_modules=("q_proj", "v_proj"),
-                  use_dora=False)
+                  use_dora=False, steps=6, learning_rate=2e-2)
 DORA = HeavyGenes(r=8, lora_alpha=16.0, lora_dropout=0.05,
-                  target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), use_dora=True)
+                  target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), use_dora=True,
+                  steps=6, learning_rate=2e-2)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_adapter_learns_and_meta_is_complete(trainer, trained, name):
     # learning: the fixed probe batch's loss drops, and so does the running loss
     assert meta["probe_loss_after"] < meta["probe_loss_before"] - 0.05
     assert sum(meta["loss"][-3:]) / 3 < meta["loss"][0]
-    assert len(meta["loss"]) == TCFG.steps
+    assert len(meta["loss"]) == LORA.steps and meta["learning_rate"] == LORA.learning_rate
     assert meta["genes"] == genes.canonical() and meta["base_model"] == trainer.spec.name
     assert meta["data_version"] == trainer.data_version and meta["seconds"] > 0
     assert meta["checksum"] == ref.checksum == checksum_dir(store.local_path(key))

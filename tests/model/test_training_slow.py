@@ -15,9 +15,10 @@ from coral.adapters.store import DirectoryStore
 pytestmark = pytest.mark.slow
 
 LORA = HeavyGenes(r=8, lora_alpha=16.0, lora_dropout=0.05, target_modules=("q_proj", "v_proj"),
-                  use_dora=False)
+                  use_dora=False, steps=6, learning_rate=1e-3)
 DORA = HeavyGenes(r=4, lora_alpha=8.0, lora_dropout=0.0,
-                  target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), use_dora=True)
+                  target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), use_dora=True,
+                  steps=6, learning_rate=1e-3)
 
 
 def test_smollm2_lora_and_dora_through_cache_actor(ray_local, tmp_path, quixbugs_dir):
@@ -28,8 +29,7 @@ def test_smollm2_lora_and_dora_through_cache_actor(ray_local, tmp_path, quixbugs
     ray = ray_local
     cfg = from_dict({
         "model": {"base": "smollm2"},
-        "training": {"steps": 6, "batch_size": 2, "max_length": 256, "examples": 32,
-                     "learning_rate": 1e-3},
+        "training": {"batch_size": 2, "max_length": 256, "examples": 32},
         "storage": {"adapters": str(tmp_path / "adapters")},
         "ray": {"training_pool": {"size": 1, "num_cpus": 1}}})
     pool = TrainingPool(cfg)

@@ -18,15 +18,20 @@ ENGINE_OVERRIDES = [
     "dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
     "search.population_size=3", "search.generations=2", "run.held_out_top_k=2",
     "search.reevaluate_top=2",
-    "knobs.max_new_tokens=12", "training.steps=2", "training.examples=8",
+    "knobs.max_new_tokens=12", "search.genes.steps=[2]", "training.examples=8",
+    # every genome trains and samples n answers: the plain engine these tests count
+    # (tests/run/test_racing_engine.py runs the defaults: seeded, greedy, racing)
+    "search.seed_population=false", "knobs.greedy_fraction=0", "search.evaluation=fixed",
 ]
 
 
-def engine_config(tmp_path, quixbugs_dir, *extra: str) -> cfgmod.Config:
-    """configs/smoke.yaml shrunk for tests, with run dir and adapter store under tmp_path."""
+def engine_config(tmp_path, quixbugs_dir, *extra: str,
+                  base: tuple = tuple(ENGINE_OVERRIDES)) -> cfgmod.Config:
+    """configs/smoke.yaml shrunk for tests (`base`), with run dir and adapter store under
+    tmp_path."""
     return cfgmod.load("configs/smoke.yaml", [
         f"dataset.quixbugs={quixbugs_dir}", f"run.runs_dir={tmp_path}/runs",
-        f"storage.adapters={tmp_path}/adapters", *ENGINE_OVERRIDES, *extra])
+        f"storage.adapters={tmp_path}/adapters", *base, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +83,7 @@ def test_run_scores_every_genome_on_every_problem(finished):
         if e["status"] in ("UNCHANGED", "MISSING_FUNCTION") or not e["code"]:
             assert set(e["scores"].values()) == {0.0}        # degenerate answers score 0
     ck = rd.load_checkpoint()
-    assert ck["version"] == 2 and ck["generation"] == 2 and len(ck["genomes"]) == 6
+    assert ck["version"] == 3 and ck["generation"] == 2 and len(ck["genomes"]) == 6
     assert len(ck["evolution"]["population"]) == 3
     summary = [e for e in events if e["event"] == "generation_summary"][0]
     assert summary["samples"] == 3 * len(train) * n and summary["tokens_per_sample"] > 0

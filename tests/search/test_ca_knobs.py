@@ -113,7 +113,7 @@ def test_encodings_read_the_ca_or_the_direct_genes():
     ca = random_ca(CAConfig(), rng)
     g = Genome(id="x", heavy=HeavyGenes(8, 16.0, 0.05, ("q_proj",), False), ca=ca,
                knob_genes=(0.0, 0.25, 0.5, 0.75, 1.0))
-    direct = knobs_for(g, KnobRanges(encoding="direct"))
+    direct = knobs_for(g, KnobRanges(encoding="direct", greedy_fraction=0.0))
     assert isinstance(direct, CheapKnobs)
     assert direct.temperature == KnobRanges().temperature.low
     assert direct.max_new_tokens_factor == KnobRanges().max_new_tokens_factor.high

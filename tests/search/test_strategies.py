@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from coral.config import GateConfig, GeneChoices, SearchConfig, from_dict
+from coral.config import ConfigError, GateConfig, GeneChoices, SearchConfig, from_dict
 from coral.messages import Scores
 from coral.objectives import NAMES
 from coral.search.genome import Genome, genome_to_dict, is_valid
 from coral.search.selection import non_dominated_sort
-from coral.search.strategies import (StateRefused, make_strategy, register,
+from coral.search.strategies import (StateRefused, check_strategy, make_strategy, register,
                                      strategy_names, unregister)
 from coral.search.strategies.random import RandomSearch
 
@@ -49,8 +49,9 @@ def _dominates(a, b) -> bool:
 
 def test_builtins_are_registered_and_config_checks_the_name():
     assert {"nsga2", "random"} <= set(strategy_names())
-    with pytest.raises(Exception, match="must be one of 'nsga2', 'random'"):
-        from_dict({"search": {"strategy": "cma"}})
+    cfg = from_dict({"search": {"strategy": "cma"}})  # the config does not import the search
+    with pytest.raises(ConfigError, match="search.strategy: must be one of 'nsga2', 'random'"):
+        check_strategy(cfg)
 
 
 def test_ask_is_idempotent_and_tell_checks_ids():
@@ -167,7 +168,7 @@ def test_a_strategy_is_one_class_and_its_registration():
 
     try:
         cfg = from_dict({"search": {"strategy": "test-first-generation-forever",
-                                    "population_size": 2}})
+                                    "population_size": 2, "seed_population": False}})
         strat = make_strategy(cfg.search, 4)
         assert isinstance(strat, Frozen) and strat.name == "test-first-generation-forever"
         a = [genome_to_dict(g)["heavy"] for g in strat.ask()]

@@ -84,7 +84,10 @@ def _run(cluster: Cluster, work: Path, quixbugs: str) -> dict:
         f"dataset.quixbugs={quixbugs}", f"run.runs_dir={work / 'runs'}", "run.name=multinode",
         f"storage.adapters={work / 'store'}", f"storage.local_adapters={work / 'local'}",
         "ray.training_pool.num_gpus=1", "ray.generation_pool.num_gpus=1",
-        "run.held_out_eval=false"])
+        "run.held_out_eval=false",
+        # every genome trains and samples n answers: what expected_judged counts
+        "search.genes.steps=[3]", "search.seed_population=false", "knobs.greedy_fraction=0",
+        "search.evaluation=fixed"])
     train, held = problems_for(cfg)
     pools = NodeRemovingPools(cfg, (*train, *held))
     pools.cluster, pools.removed = cluster, {}

@@ -7,7 +7,7 @@ from coral.run.rundir import RunDir
 
 OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
              "search.population_size=3", "search.generations=2", "run.held_out_top_k=1",
-             "training.steps=2", "training.examples=8", "knobs.max_new_tokens=12"]
+             "search.genes.steps=[0, 2]", "training.examples=8", "knobs.max_new_tokens=12"]
 
 
 def final_state(rd: RunDir) -> tuple:

@@ -14,7 +14,9 @@ from coral.run.rundir import RunDir
 
 OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
              "search.population_size=3", "search.generations=2", "run.held_out_eval=false",
-             "training.steps=2", "training.examples=8", "knobs.max_new_tokens=12"]
+             "search.genes.steps=[2]", "training.examples=8", "knobs.max_new_tokens=12",
+             # every genome trains and samples n answers: the counts below
+             "search.seed_population=false", "knobs.greedy_fraction=0", "search.evaluation=fixed"]
 
 
 class KillingPools(RayPools):

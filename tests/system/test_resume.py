@@ -18,8 +18,10 @@ from tests.conftest import REPO
 
 OVERRIDES = ["dataset.problems=[gcd, bitcount, flatten, get_factors]",
              "dataset.held_out_fraction=0.25", "search.population_size=4",
-             "search.generations=3", "run.held_out_eval=false", "training.steps=2",
-             "training.examples=8", "knobs.max_new_tokens=12"]
+             "search.generations=3", "run.held_out_eval=false", "search.genes.steps=[2]",
+             "training.examples=8", "knobs.max_new_tokens=12",
+             # every genome trains and samples n answers: the counts below
+             "search.seed_population=false", "knobs.greedy_fraction=0", "search.evaluation=fixed"]
 
 
 def _overrides(tmp_path, quixbugs_dir, name):

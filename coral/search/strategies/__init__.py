@@ -36,6 +36,17 @@ def strategy_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def check_strategy(cfg) -> None:
+    """Raise ConfigError unless `cfg.search.strategy` is registered (checked where a run or a
+    comparison starts, and by `coral config check`: the config package does not import the
+    search)."""
+    from coral.config import ConfigError
+
+    if cfg.search.strategy not in _REGISTRY:
+        raise ConfigError(f"{cfg.source}: search.strategy: must be one of "
+                          f"{', '.join(map(repr, _REGISTRY))}, got {cfg.search.strategy!r}")
+
+
 def make_strategy(search_cfg, seed: int) -> SearchStrategy:
     """A fresh strategy of the configured kind."""
     try:
@@ -49,5 +60,6 @@ def make_strategy(search_cfg, seed: int) -> SearchStrategy:
 # The built-in strategies register themselves on import.
 from coral.search.strategies import nsga2, random  # noqa: E402,F401
 
-__all__ = ["PopulationStrategy", "SearchStrategy", "StateRefused", "make_strategy",
+__all__ = ["PopulationStrategy", "SearchStrategy", "StateRefused", "check_strategy",
+           "make_strategy",
            "register", "strategy_names", "unregister"]

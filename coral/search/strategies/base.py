@@ -18,12 +18,13 @@ import numpy as np
 
 from coral.config import SearchConfig
 from coral.messages import Scores
+from coral.search.baselines import ROLES, untuned_genomes
 from coral.search.genome import Genome, genome_from_dict, genome_to_dict, make_id
 from coral.search.selection import gate_threshold, non_dominated_sort, truncate
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: steps and learning rate are heavy genes
 
 
 class StateRefused(ValueError):
@@ -59,9 +60,12 @@ class SearchStrategy(Protocol):
 class PopulationStrategy:
     """Shared machinery: pending genomes, the scored population, gates, checkpoint state.
 
-    Subclasses implement `breed(ids)` (the genomes of the next generation). Survivors are the
+    Subclasses implement `breed(ids)` (the genomes of the next generation). With
+    `search.seed_population`, generation 0 starts with the untuned model at greedy decoding
+    and at default knobs (coral.search.baselines) and `breed` fills the rest. Survivors are the
     elitist NSGA-II truncation of parents + newcomers on `search.objectives`, behind
-    `search.gates` (coral.search.selection.truncate).
+    `search.gates` (coral.search.selection.truncate), and always include the best so far by
+    the primary objective (a crowded first front or a gate must not drop it).
     """
 
     name: ClassVar[str] = ""
@@ -109,7 +113,9 @@ class PopulationStrategy:
         if not self._pending:
             ids = [make_id(self.seed, self._generation, i)
                    for i in range(self.cfg.population_size)]
-            self._pending = self.breed(ids)
+            seeded = (untuned_genomes(self.cfg, ids[: len(ROLES)])
+                      if self.cfg.seed_population and self._generation == 0 else [])
+            self._pending = seeded + self.breed(ids[len(seeded):])
         return list(self._pending)
 
     def breed(self, ids: list[str]) -> list[Genome]:
@@ -130,6 +136,7 @@ class PopulationStrategy:
         keep = truncate([s.vector(self.cfg.objectives) for _, s in pool],
                         [s.vector([gate.objective for gate in self.cfg.gates]) for _, s in pool],
                         thresholds, self.cfg.population_size)
+        keep = _with_best(keep, [s for _, s in pool])
         self._population = [pool[i] for i in keep]
         self._thresholds.append(thresholds)
         self._pending = []
@@ -167,6 +174,17 @@ class PopulationStrategy:
         self._pending = [genome_from_dict(d) for d in state["pending"]]
         self._thresholds = [list(map(float, t)) for t in state["thresholds"]]
         self.rng.bit_generator.state = state["rng"]
+
+
+def _with_best(keep: list[int], scores: list[Scores]) -> list[int]:
+    """`keep` with the best-so-far (highest display score, first on ties) in it: replaces
+    the last survivor when truncation dropped it (elitism on what the user is handed)."""
+    from coral.judge.fitness import display_score
+
+    best = max(range(len(scores)), key=lambda i: (display_score(scores[i]), -i))
+    if best in keep or not keep:
+        return keep
+    return keep[:-1] + [best]
 
 
 def _checked(scores: Scores) -> Scores:

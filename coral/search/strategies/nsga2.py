@@ -1,6 +1,7 @@
 """NSGA-II (mu + lambda, elitist): offspring by tournament, crossover and mutation.
 
-Generation 0 is `population_size` random genomes; later generations are as many offspring,
+Generation 0 is `population_size` random genomes (after the untuned genomes when
+`search.seed_population`, see PopulationStrategy); later generations are as many offspring,
 parents picked by binary tournament on (front rank, crowding distance) of the survivors, then
 crossover (probability crossover_rate) and per-gene mutation. `tell` (PopulationStrategy)
 merges parents and offspring and keeps the best `population_size` behind the gates.

@@ -1,4 +1,5 @@
-"""Random search, the baseline: every generation is `population_size` fresh random genomes.
+"""Random search, the baseline: every generation is `population_size` fresh random genomes
+(generation 0 begins with the untuned genomes when `search.seed_population`, as NSGA-II's).
 
 Same budget as NSGA-II; `tell` keeps an archive with the same gated NSGA-II truncation
 (PopulationStrategy), so reports of both read the same.

@@ -1,0 +1,101 @@
+"""Racing (successive halving) on a synthetic objective, and pass@k with unequal n."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coral.judge import fitness
+from coral.messages import Scores
+from coral.run.finish import score_genome
+from coral.run.pipeline import Judged
+from coral.search.racing import race, schedule
+
+# Eight genomes whose answers fix a problem with these probabilities: one clearly better.
+RATES = {"g0": 0.1, "g1": 0.15, "g2": 0.1, "g3": 0.8, "g4": 0.05, "g5": 0.2, "g6": 0.1,
+         "g7": 0.15}
+PROBLEMS = 6
+
+
+class Synthetic:
+    """Bernoulli answers with common random numbers: sample i of problem p draws the same
+    uniform for every genome (as sample_seed does), and is drawn once whenever it runs."""
+
+    def __init__(self, seed: int) -> None:
+        self.u = np.random.default_rng(seed).random((PROBLEMS, 64))
+        self.got: dict[str, int] = {}
+        self.spent = 0
+
+    def run(self, want) -> None:
+        for gid, n in want.items():
+            self.spent += PROBLEMS * max(0, n - self.got.get(gid, 0))
+            self.got[gid] = max(n, self.got.get(gid, 0))
+
+    def score(self, gid: str) -> float:
+        n = self.got[gid]
+        return float((self.u[:, :n] < RATES[gid]).mean())
+
+
+def _pick(evaluation: str, seed: int) -> tuple[str, int]:
+    """The best genome by its own samples, and the samples spent, under one evaluation."""
+    s = Synthetic(seed)
+    counts = race(list(RATES), set(), schedule(evaluation, 8, 1, 1), 0.5, s.run, s.score)
+    assert counts == s.got
+    best = max(RATES, key=lambda g: (s.score(g) * 1000 + counts[g], -list(RATES).index(g)))
+    return best, s.spent
+
+
+def test_racing_finds_the_better_genome_with_fewer_samples_than_fixed():
+    for seed in range(5):
+        raced, raced_cost = _pick("racing", seed)
+        fixed, fixed_cost = _pick("fixed", seed)
+        assert raced == fixed == "g3"
+        # 8 genomes x 6 problems x 8 samples = 384 for fixed; racing gives 1, 2, 4, 8 samples
+        # to 8, 4, 2, 1 genomes: (8 + 4x1 + 2x2 + 1x4) x 6 = 120
+        assert fixed_cost == 384 and raced_cost == 120 < fixed_cost
+
+
+def test_racing_gives_the_winner_the_most_samples_and_skips_exact_genomes():
+    s = Synthetic(0)
+    counts = race(list(RATES), {"g0"}, schedule("racing", 8, 1, 1), 0.5, s.run, s.score)
+    assert counts["g0"] == 1                     # greedy: one sample is its exact score
+    assert counts["g3"] == 8 == max(counts.values())
+    assert sorted(counts.values()) == [1, 1, 1, 1, 2, 2, 4, 8]
+
+
+def test_schedules():
+    assert schedule("fixed", 5) == [5]
+    assert schedule("racing", 5) == [1, 2, 4, 5]
+    assert schedule("racing", 8, first=1, k=3) == [3, 6, 8]   # never fewer samples than k
+    assert schedule("racing", 2, first=4) == [2]
+    with pytest.raises(ValueError, match="unknown evaluation"):
+        schedule("bandit", 4)
+
+
+def _judged(gid: str, problem: str, i: int, fixed: bool) -> Judged:
+    return Judged(gid, problem, i, "OK", 1, 1, Scores(fixed=float(fixed)), "code")
+
+
+def test_pass_at_k_uses_the_n_each_genome_got():
+    """Two genomes with 2 and 6 samples per problem in one verdict table: each pass@k is the
+    unbiased estimator with its own n (never the other genome's, never a padded n)."""
+    verdicts = {}
+    for p in ("a", "b"):
+        for i, ok in enumerate([True, False]):
+            verdicts[("short", p, i)] = _judged("short", p, i, ok)
+        for i, ok in enumerate([True, False, False, True, False, False]):
+            verdicts[("long", p, i)] = _judged("long", p, i, ok)
+    short, samples = score_genome("short", _problems(), 2, 2, verdicts)
+    long, _ = score_genome("long", _problems(), 6, 2, verdicts)
+    assert len(samples) == 4
+    assert short.fixed == pytest.approx(fitness.pass_at_k(2, 1, 2)) == 1.0
+    assert long.fixed == pytest.approx(fitness.pass_at_k(6, 2, 2)) == pytest.approx(1 - 6 / 15)
+    one, _ = score_genome("long", _problems(), 1, 1, verdicts)   # racing's first round
+    assert one.fixed == 1.0
+
+
+def _problems():
+    class P:
+        def __init__(self, name):
+            self.name = name
+    return [P("a"), P("b")]
