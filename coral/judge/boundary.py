@@ -9,8 +9,9 @@ that a kill reaches the whole PID namespace, and, where the host has a pids cgro
 (coral.judge.cgroup), inside its own cgroup with a pids.max. It sees only: /usr (system
 libraries) and the Python installation, read-only; the seven files of the coral package
 the server imports (read-only, under /sandbox/lib); a minimal read-only /dev; a size-limited
-tmpfs /tmp. No dataset, no project checkout, no host /tmp, no /proc, no /etc. Each candidate process it forks also loads the seccomp filter of
-`coral.judge.seccomp` (compiled here, on the host, by libseccomp).
+tmpfs /tmp. No dataset, no project checkout, no host /tmp, no /proc, no /etc. Each candidate
+process it forks also loads the seccomp filter of `coral.judge.seccomp` (compiled here, on
+the host, by libseccomp).
 
 `guard`: the server is a plain child process and a candidate is confined by the in-process
 audit guard (coral.judge.guard), rlimits and its own session only; for machines without
