@@ -27,6 +27,7 @@ from attacks import (BODY, LEAVE_STATE, RAW_THREADS, READ_STATE, SCAN, classic, 
 
 from coral.config import SandboxConfig
 from coral.judge.quixbugs import load_problems, select
+from coral.judge.sandbox import _SERVER_SLACK_S as SERVER_SLACK_S
 from coral.judge.sandbox import DECODE_FLOOR_S, Judge
 from coral.messages import Candidate, CandidateStatus
 
@@ -183,6 +184,10 @@ def _scan_after_earlier(judge: Judge) -> None:
 # the sandboxes and on the host, host Shmem, the work dir empty after it, and a correct
 # candidate judged right after it on the same judge passes.
 R3 = replace(CFG, time_floor_s=1.0, candidate_timeout_s=4.0, work_dir_mb=16)
+# What the judge promises whatever the load: its read deadline on a server (budget + load
+# limit + slack), plus the decode budget, plus this file's slack.
+JUDGE_WAITS_AT_MOST_S = (R3.candidate_timeout_s + R3.time_floor_s + SERVER_SLACK_S
+                         + DECODE_FLOOR_S + SLACK_S)
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +222,11 @@ def test_round3_attack_is_contained(round3, name):
     judge, seen = round3[0], round3[1][name]
     verdict, watch = seen["verdict"], seen["watch"]
     if name.startswith("r7_"):  # correct, but its work at import is its time
-        assert runtime_score(verdict, judge.problem(verdict.problem)) <= 0.1, verdict
+        # (1.0 when import was free; a loaded machine can inflate the reference's timings)
+        assert runtime_score(verdict, judge.problem(verdict.problem)) <= 0.5, verdict
     else:
         assert verdict.passed < verdict.total, verdict
-    assert seen["wall"] <= R3.candidate_timeout_s + DECODE_FLOOR_S + SLACK_S, seen
+    assert seen["wall"] <= JUDGE_WAITS_AT_MOST_S, seen
     assert not watch.stopped_seen and not stopped(seen["left"])
     assert watch.peak_sandbox <= SERVER_TASKS + R3.max_processes + 2, watch.peak_sandbox
     assert watch.peak_host - watch.host_before < 2000, (watch.host_before, watch.peak_host)
