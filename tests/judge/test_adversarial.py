@@ -281,7 +281,9 @@ def test_a_kill_takes_the_whole_sandbox_stopped_processes_included(quixbugs_dir)
         groups = [s.cgroup.path for s in judge._all_servers if s.cgroup]
         for pid in sandbox_processes(judge):
             os.kill(pid, signal.SIGSTOP)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10  # each stops once the scheduler runs it
+        while len(stopped(sandbox_processes(judge))) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(stopped(sandbox_processes(judge))) >= 4
     assert processes_in(namespaces) == []  # gone when close() returns
     assert not any(os.path.exists(g) for g in groups)
