@@ -70,6 +70,7 @@ class Coalescer:
         # on_batch wraps each batch (the actor records busy seconds around it).
         self.backend, self.batch_size, self.on_batch = backend, int(batch_size), on_batch
         self._queue: list[_Row] = []
+        self._new: list[Ticket] = []   # submitted, rows not made yet (the decoder makes them)
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
@@ -81,13 +82,11 @@ class Coalescer:
         """Queue one call's requests; its ticket finishes when all of them are generated."""
         reqs = tuple(requests)
         ticket = Ticket(next(self._seq), reqs, [None] * len(reqs), len(reqs))
-        lengths = [self._length(r) for r in reqs]
-        rows = [_Row(ticket, i, lengths[i], self._group(r)) for i, r in enumerate(reqs)]
-        rows.sort(key=lambda row: (row.length, row.index))
         with self._cond:
-            if not rows:
+            if not reqs:
                 ticket.done.set()
-            self._queue.extend(rows)
+            else:
+                self._new.append(ticket)
             self._cond.notify_all()
         return ticket
 
@@ -106,18 +105,32 @@ class Coalescer:
     def pending(self) -> int:
         """Rows queued and not yet taken into a batch."""
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + sum(len(t.requests) for t in self._new)
 
     # ------------------------------------------------------------------ the decoder
     def step(self) -> int:
         """Take the next batch off the queue and generate it; rows generated (0: none queued)."""
         with self._cond:
+            new, self._new = self._new, []
+        # Rows are made here, in the one thread that uses the backend (its tokenizer is not
+        # safe to call from the callers' threads at the same time).
+        rows = []
+        for ticket in new:
+            try:
+                rows += self._rows(ticket)
+            except Exception as exc:  # noqa: BLE001 - the caller re-raises it
+                self._fail({ticket}, exc)
+        with self._cond:
+            self._queue.extend(rows)
             batch = self._take()
         if not batch:
             return 0
         try:
             results = self.on_batch(lambda: self.backend.generate(
                 [row.ticket.requests[row.index] for row in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"backend returned {len(results)} results for "
+                                   f"{len(batch)} requests")
         except BaseException as exc:  # the callers re-raise it: infrastructure failures propagate
             self._fail({row.ticket for row in batch}, exc)
             return len(batch)
@@ -128,6 +141,12 @@ class Coalescer:
             if row.ticket.left == 0:
                 row.ticket.done.set()
         return len(batch)
+
+    def _rows(self, ticket: Ticket) -> list[_Row]:
+        """A call's rows, shortest prompt first."""
+        rows = [_Row(ticket, i, self._length(r), self._group(r))
+                for i, r in enumerate(ticket.requests)]
+        return sorted(rows, key=lambda row: (row.length, row.index))
 
     def _take(self) -> list[_Row]:
         """The next batch: the oldest row's group, oldest call first, up to batch_size rows."""
@@ -156,7 +175,7 @@ class Coalescer:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._new and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
@@ -167,8 +186,10 @@ class Coalescer:
         with self._cond:
             self._closed = True
             rows, self._queue = self._queue, []
+            waiting = {row.ticket for row in rows} | set(self._new)
+            self._new = []
             self._cond.notify_all()
-        for ticket in {row.ticket for row in rows}:
+        for ticket in waiting:
             ticket.error = RuntimeError("generation stopped (coalescer closed)")
             ticket.done.set()
 
