@@ -11,11 +11,11 @@ import pytest
 
 from coral import config as cfgmod
 from coral.messages import CheapKnobs, GenerationRequest
-from coral.run.engine import problems_for
 from coral.search.baselines import role_of
 from coral.search.genome import genome_from_dict
 
-from tests.run.test_engine import engine_config, make_engine
+# The same in-process pools (tiny model, sandbox) as the plain engine tests: same problems.
+from tests.run.test_engine import engine_config, make_engine, pools  # noqa: F401
 
 # configs/smoke.yaml shrunk, at the search's defaults (seeded, racing, greedy region)
 SMALL = ("dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
@@ -26,17 +26,6 @@ SMALL = ("dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction
 
 def default_config(tmp_path, quixbugs_dir, *extra: str) -> cfgmod.Config:
     return engine_config(tmp_path, quixbugs_dir, *extra, base=SMALL)
-
-
-@pytest.fixture(scope="module")
-def pools(tmp_path_factory, quixbugs_dir):
-    from coral.run.pools import in_process_pools
-
-    cfg = default_config(tmp_path_factory.mktemp("w"), quixbugs_dir)
-    train, held = problems_for(cfg)
-    w = in_process_pools(cfg, (*train, *held))
-    yield w
-    w.close()
 
 
 def test_no_adapter_genomes_cause_no_training_call(tmp_path, quixbugs_dir, pools):
