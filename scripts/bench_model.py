@@ -1,8 +1,12 @@
 """Benchmark of the model layer: resident vs reload, mixed batches, adapter swaps, training.
 
 Prints one JSON object per measurement and, last, one JSON object with the summary keys
-resident_vs_reload, mixed_batch_vs_sequential, adapter_swap_ms, train_seconds_per_adapter.
-Every ratio is measured side by side in this one run on the same requests.
+resident_vs_reload, mixed_batch_vs_sequential, adapter_swap_ms, train_seconds_per_adapter,
+plain_hf_tokens_per_s, pipeline_tokens_per_s, pipeline_vs_plain, dora_vs_lora_step,
+coalesced_vs_per_genome (and the load average while it ran: the machine may be shared).
+Every ratio is measured side by side in this one run on the same requests; the generation
+speed ones (scripts/bench_generation_speed.py says what each compares) on real QuixBugs
+buggy programs with the real prompt ($CORAL_QUIXBUGS).
 
     python scripts/bench_model.py            # SmolLM2 (embedded), default TrainingConfig
     python scripts/bench_model.py --quick    # tiny random LLaMA, under a minute
@@ -26,13 +30,17 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from coral.config import Config, GenerationConfig, ModelConfig, TrainingConfig  # noqa: E402
 from coral.model.generation import Generator  # noqa: E402
@@ -41,6 +49,8 @@ from coral.search.knobs import CheapKnobs  # noqa: E402
 from coral.messages import GenerationRequest  # noqa: E402
 from coral.adapters.store import DirectoryStore  # noqa: E402
 from coral.model.training import Trainer  # noqa: E402
+from coral.judge.quixbugs import load_problems  # noqa: E402
+import bench_generation_speed as speed  # noqa: E402
 
 BUGGY = {
     "gcd": "def gcd(a, b):\n    if b == 0:\n        return a\n    else:\n"
@@ -132,19 +142,58 @@ def measure_swaps(cfg: Config, refs: list) -> dict:
                 max_ms=round(max(swaps), 2), loads=swapper.adapter_loads)
 
 
+def measure_speed(cfg: Config, gen: Generator, store: DirectoryStore, refs: list,
+                  args: argparse.Namespace) -> dict:
+    """The issue-20 generation speed figures on real QuixBugs prompts (see the module)."""
+    names = sorted(p.name for p in load_problems())[::5][: args.problems]
+    problems = [p for p in load_problems() if p.name in names]
+    knobs = CheapKnobs(temperature=0.4, top_p=0.9, top_k=40, repetition_penalty=1.05,
+                       max_new_tokens=args.answer_tokens, max_new_tokens_factor=0.0)
+    # One decoding thread, so CPU seconds measure the work: see bench_generation_speed.Clock.
+    gen.gen = dataclasses.replace(gen.gen, threads=1)
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg.model, cfg.training)
+    dora_genes = genes(0, use_dora=True, steps=1)
+    dora = trainer.train_into(store, dora_genes, trainer.key(dora_genes))
+    plain = emit("plain_vs_pipeline", **speed.measure_plain_vs_pipeline(
+        gen, refs[0], problems, knobs))
+    uncached = Generator(dataclasses.replace(
+        cfg, generation=dataclasses.replace(gen.gen, dora_cache=False)))
+    step = emit("dora_step", **speed.measure_dora_step(gen, uncached, refs[0], dora, problems,
+                                                         knobs, steps=args.step_tokens))
+    uncached.close()
+    coalesced = emit("coalescing", **speed.measure_coalescing(gen, refs, problems, knobs))
+    return {"plain_hf_tokens_per_s": plain["plain_hf_tokens_per_s"],
+            "pipeline_tokens_per_s": plain["pipeline_tokens_per_s"],
+            "pipeline_vs_plain": plain["pipeline_vs_plain"],
+            "dora_vs_lora_step": step["dora_vs_lora_step"],
+            "dora_uncached_vs_lora_step": step["dora_uncached_vs_lora_step"],
+            "coalesced_vs_per_genome": coalesced["coalesced_vs_per_genome"],
+            "coalesced_same_texts": coalesced["same_texts"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, under a minute")
     parser.add_argument("--base", default=None, help="model.base (default smollm2 / tiny)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--problems", type=int, default=8,
+                        help="QuixBugs programs (requests per genome) of the speed figures")
+    parser.add_argument("--answer-tokens", type=int, default=None,
+                        help="token budget of each answer in the speed figures")
+    parser.add_argument("--step-tokens", type=int, default=None,
+                        help="decoding steps timed for dora_vs_lora_step")
     args = parser.parse_args()
+    args.answer_tokens = args.answer_tokens or (8 if args.quick else 64)
+    args.step_tokens = args.step_tokens or (8 if args.quick else 16)
     logging.basicConfig(level=logging.WARNING)
     base = args.base or ("tiny" if args.quick else "smollm2")
     new_tokens = args.max_new_tokens or (24 if args.quick else 48)
     # --quick trains 3 steps: even the tiny model spends seconds per step on its 49k-token head.
     steps = 3 if args.quick else 20
     cfg = dataclasses.replace(Config(), model=ModelConfig(base=base), training=TrainingConfig(),
-                              generation=GenerationConfig(batch_size=8, max_resident_adapters=8))
+                              generation=GenerationConfig(batch_size=32, max_resident_adapters=8,
+                                                          threads=torch.get_num_threads()))
     knobs = CheapKnobs(temperature=0.7, top_p=0.95, top_k=50, repetition_penalty=1.05,
                        max_new_tokens=new_tokens)
     with tempfile.TemporaryDirectory(prefix="coral-bench-") as root:
@@ -161,14 +210,19 @@ def main() -> int:
         mixed, batch_s, seq_s = measure_batching(gen, reqs, len(refs), 3 if args.quick else 1)
         resident = measure_reload(cfg, reqs, load_s, batch_s, seq_s)
         swap = measure_swaps(cfg, refs)
+        fast = measure_speed(cfg, gen, store, refs, args)
     summary = {"base": base, "device": str(gen.device), "dtype": str(gen.dtype),
                "max_new_tokens": new_tokens,
                "resident_vs_reload": resident["ratio"],
                "resident_vs_reload_unbatched": resident["ratio_unbatched"],
                "mixed_batch_vs_sequential": mixed["ratio"],
                "adapter_swap_ms": swap["median_ms"],
-               "train_seconds_per_adapter": round(train_seconds, 3),
-               "targets": {"resident_vs_reload": 20, "mixed_batch_vs_sequential": 3}}
+               "train_seconds_per_adapter": round(train_seconds, 3), **fast,
+               "load_average": [round(x, 2) for x in os.getloadavg()],
+               "cpus": os.cpu_count(), "speed_threads": torch.get_num_threads(),
+               "targets": {"resident_vs_reload": 20, "mixed_batch_vs_sequential": 3,
+                           "pipeline_vs_plain": 0.8, "dora_vs_lora_step": 1.5,
+                           "coalesced_vs_per_genome": 1.5}}
     print(json.dumps(summary), flush=True)
     return 0
 
