@@ -167,8 +167,9 @@ def prepare(config_path: str | os.PathLike, overrides: Iterable[str] = (),
     for_job = {k: v for k, v in variables.items() if k not in WORKER_ENV}
     runtime_env = runtime_env_for(root, cfg, for_job, pip)
     if cfg.dataset.quixbugs is None and "CORAL_QUIXBUGS" not in variables:
-        log.warning("dataset.quixbugs is null and CORAL_QUIXBUGS is not set: the job will not "
-                    "find QuixBugs unless the cluster's environment sets it")
+        log.warning("dataset.quixbugs is null and CORAL_QUIXBUGS is not set: the job finds "
+                    "QuixBugs only where the cluster's nodes have one (a `coral data pull` copy "
+                    "in their cache, or ../shared/quixbugs beside the job's working directory)")
     # A comparison's jobs are named after its compare directory, <run.name>-compare.
     run_name = f"{cfg.run.name}-compare" if comparison else cfg.run.name
     metadata = {"coral_run": run_name, "config": rel, "runs_dir": cfg.run.runs_dir}

@@ -34,8 +34,9 @@ case "${1:-}" in
 esac
 
 prepare() {
-  local quixbugs=${CORAL_QUIXBUGS:-$REPO/../shared/quixbugs}
-  [ -d "$quixbugs/python_programs" ] || { echo "QuixBugs not found at $quixbugs (set CORAL_QUIXBUGS)" >&2; return 1; }
+  # found the way coral finds it (config, $CORAL_QUIXBUGS, coral data pull's copy, ../shared)
+  local quixbugs
+  quixbugs=$("$REPO/scripts/find_quixbugs.sh") || return 1
   rm -rf "$PREP" && mkdir -p "$PREP/cache/tokenizers" "$PREP/site"
   cp -r "$quixbugs" "$PREP/quixbugs"
   # The tokenizer folder random:<shape> models read (written once from the embedded GGUF here).
@@ -83,7 +84,7 @@ cat "$OUT/env.txt"
 if [ "$MODE" = quick ]; then
   BENCH_ARGS=(--quick)
   CHECK_ARGS=(--set model.base=random:tiny --set model.device=cpu --set model.dtype=float32
-              --set training.steps=1 --set training.batch_size=2 --set training.max_length=128
+              --set search.genes.steps=[1] --set training.batch_size=2 --set training.max_length=128
               --set training.examples=16 --set knobs.max_new_tokens=8
               --set dataset.problems=[gcd,bitcount,sieve] --set search.population_size=2)
 else

@@ -48,8 +48,10 @@ class SandboxConfig:
     max_output_bytes: int = setting(
         65536, ge=1024, doc="cap on what a candidate may print or return per test")
     max_processes: int = setting(
-        64, ge=1, doc="process limit of a candidate (RLIMIT_NPROC; the kernel boundary's "
-        "seccomp filter refuses any new process anyway)")
+        64, ge=1, doc="tasks (threads) a candidate may run: pids.max of its server's pids cgroup "
+        "(plus the server's own 4); where the host has no writable pids cgroup the seccomp "
+        "filter refuses clone, so a candidate runs single-threaded (RLIMIT_NPROC does not bind "
+        "a uid mapped to root; docs/judge.md)")
     work_dir_mb: int = setting(
         64, ge=1, doc="size of the tmpfs a sandbox's candidates may write into (MiB, kernel "
         "boundary only)")
