@@ -4,7 +4,11 @@ untuned model and against the pick's own knobs without its adapter.
 - `reevaluate`: the best `search.reevaluate_top` survivors get samples_per_problem more
   samples per problem on fresh seeds ("final" stream, never used for selection; greedy ones
   one); each is scored on its search and fresh samples pooled, and the best of those is the
-  final pick (best.json). Pooling picks on the most samples any genome got.
+  final pick (best.json). Pooling picks on the most samples any genome got. The untuned
+  model at greedy decoding, when the search scored it, is always a candidate, and a tie on
+  the primary objective goes to it: a pick has to beat the model the user started with on
+  its samples, else that model is handed back (no adapter to pay for, the same text every
+  time).
 - `held_out`: the picks on the held-out problems; beside them, on the same problems and
   seeds, the untuned model at greedy decoding (`untuned_greedy`) and the first pick with the
   same knobs but no adapter (`adapter_gain` = with - without; 0 for a pick that has none).
@@ -20,8 +24,9 @@ from coral.judge import fitness
 from coral.judge.quixbugs import Problem
 from coral.messages import Scores
 from coral.run.pipeline import FINAL, HELDOUT, Judged, Key
-from coral.search.baselines import untuned_genomes
-from coral.search.genome import Genome
+from coral.objectives import PRIMARY
+from coral.search.baselines import role_of, untuned_genomes
+from coral.search.genome import Genome, genome_from_dict
 
 UNTUNED_ID = "untuned-greedy"
 NO_ADAPTER_SUFFIX = "-no-adapter"
@@ -46,25 +51,47 @@ def reevaluate(engine: Any, strategy: Any) -> list[Genome]:
     top = engine.ranked(strategy)[: engine.cfg.search.reevaluate_top]
     by_id = {x.id: x for x, _ in strategy.population}
     genomes = [by_id[r["id"]] for r in top]
+    untuned = _untuned_greedy(engine)
+    if untuned is not None and untuned.id not in {x.id for x in genomes}:
+        genomes.append(untuned)
     k = engine.cfg.search.pass_at_k
     want = {x.id: _n(engine, x) for x in genomes}
     fresh = engine.pipeline.evaluate(genomes, engine.train, want, strategy.generation, FINAL)
     search = _search_verdicts(engine, genomes)
-    pooled = {}
+    pooled: dict[str, Scores] = {}
     for genome in genomes:
         rec = engine.genomes[genome.id]
         agg, _ = score_genome(genome.id, engine.train, want[genome.id], k, fresh)
         both = _pooled(genome.id, engine.train, k, (search, rec.samples_per_problem),
                        (fresh, want[genome.id]))
         rec.final, rec.pooled = agg.to_dict(), both.to_dict()
-        pooled[genome.id] = fitness.display_score(both)
+        pooled[genome.id] = both
         engine.events.write("final_scored", id=genome.id, scores=agg.to_dict(),
                             search_scores=rec.scores, pooled_scores=both.to_dict(),
                             samples_per_problem=rec.samples_per_problem + want[genome.id])
-    picks = sorted(genomes, key=lambda x: -pooled[x.id])  # stable: search rank breaks ties
+    picks = pick_order(genomes, pooled, untuned.id if untuned else None)
     best = dataclasses.asdict(engine.genomes[picks[0].id])
     engine.rundir.write_json("best.json", dict(best, id=picks[0].id))
     return picks
+
+
+def pick_order(genomes: Sequence[Genome], pooled: dict[str, Scores],
+               untuned: Optional[str]) -> list[Genome]:
+    """Final candidates best first: pooled primary objective, then the untuned genome on a
+    tie, then the pooled display score, then the given (search rank) order."""
+    def key(x: Genome) -> tuple:
+        s = pooled[x.id]
+        return (-round(getattr(s, PRIMARY), 9), x.id != untuned, -fitness.display_score(s))
+    return sorted(genomes, key=key)
+
+
+def _untuned_greedy(engine: Any) -> Optional[Genome]:
+    """The untuned model at greedy decoding as the search scored it (seeded or found)."""
+    for rec in engine.genomes.values():
+        genome = genome_from_dict(rec.genome)
+        if role_of(genome, engine.cfg.search) == "greedy_base":
+            return genome
+    return None
 
 
 def _search_verdicts(engine: Any, genomes: Sequence[Genome]) -> dict[Key, Judged]:

@@ -99,3 +99,20 @@ def _problems():
         def __init__(self, name):
             self.name = name
     return [P("a"), P("b")]
+
+
+def test_the_final_pick_must_beat_the_untuned_model_on_its_samples():
+    from coral.run.finish import pick_order
+    from coral.search.baselines import untuned_genomes
+    from coral.config import SearchConfig
+
+    a, b, base = untuned_genomes(SearchConfig(), ["a", "b"]) + untuned_genomes(
+        SearchConfig(), ["base"])[:1]
+    tie = {"a": Scores(fixed=0.25, style=1.0), "b": Scores(fixed=0.0, style=1.0),
+           "base": Scores(fixed=0.25)}
+    # equal on the primary objective: the untuned model, whatever the secondary scores
+    assert [g.id for g in pick_order([a, b, base], tie, "base")] == ["base", "a", "b"]
+    better = dict(tie, a=Scores(fixed=0.5))
+    assert [g.id for g in pick_order([a, b, base], better, "base")] == ["a", "base", "b"]
+    # without an untuned candidate: pooled primary, then the display score
+    assert [g.id for g in pick_order([b, a], tie, None)] == ["a", "b"]
