@@ -31,7 +31,7 @@ from coral.judge.sandbox import _SERVER_SLACK_S as SERVER_SLACK_S
 from coral.judge.sandbox import DECODE_FLOOR_S, Judge
 from coral.messages import Candidate, CandidateStatus
 
-CFG = SandboxConfig(isolation="strict", time_floor_s=0.3, time_factor=10.0,
+CFG = SandboxConfig(isolation="strict", time_floor_s=1.0, time_factor=10.0,
                     candidate_timeout_s=3.0, memory_mb=256, max_output_bytes=4096)
 SLACK_S = 2.0
 HONEST = {"reference": None, "wrong": BODY + "    return -1\n",
