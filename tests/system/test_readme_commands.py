@@ -4,8 +4,9 @@ A newcomer clones, runs `make run`, then types the README's commands. Here: the 
 files (what git tracks or would add) are copied to a new folder with QuixBugs beside it at
 ../shared/quixbugs (the layout CI has; `coral data pull` prepares another place), and each
 command runs there as `python -m coral ...` with no CORAL_* variable set (in particular no
-CORAL_QUIXBUGS; only the suite's CORAL_SANDBOX_ISOLATION=strict stays, which can only refuse
-more). Each must exit 0. Commands that take a config run on configs/smoke.yaml (the tiny
+CORAL_QUIXBUGS; only the suite's CORAL_SANDBOX_ISOLATION=strict, which can only refuse more,
+and its private CORAL_CACHE stay, so the suite writes nothing into the user's ~/.cache/coral).
+Each must exit 0. Commands that take a config run on configs/smoke.yaml (the tiny
 model) instead of the full one. The cluster commands cannot run without a cluster: `coral
 submit` shows its --help and `coral modal run` its --dry-run (the modal command it would run).
 
@@ -90,9 +91,10 @@ def fresh_copy(tmp_path_factory, quixbugs_dir):
 
 
 def _no_coral_env() -> dict:
-    """This process's environment without any CORAL_* variable but the sandbox's rule."""
+    """This process's environment without any CORAL_* variable but the sandbox's rule and the
+    suite's private cache (tests/conftest.py; it holds no QuixBugs copy)."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("CORAL_") or k == "CORAL_SANDBOX_ISOLATION"}
+            if not k.startswith("CORAL_") or k in ("CORAL_SANDBOX_ISOLATION", "CORAL_CACHE")}
 
 
 def _coral(copy: Path, args: list[str]) -> subprocess.CompletedProcess:
@@ -105,11 +107,9 @@ def test_readme_commands_in_a_fresh_copy_exit_0(fresh_copy):
     where = subprocess.run([sys.executable, "-c", "import coral; print(coral.__file__)"],
                            cwd=fresh_copy, env=_no_coral_env(), capture_output=True, text=True)
     assert where.stdout.strip() == str(fresh_copy / "coral" / "__init__.py")
-    # found without a variable: `coral data pull`'s copy when this machine has one, else
+    # found without a QuixBugs variable: the suite's cache holds no `coral data pull` copy, so
     # the sibling beside the copy
-    prepared = Path.home() / ".cache" / "coral" / "quixbugs"
-    expected = prepared if (prepared / "python_programs").is_dir() else \
-        fresh_copy.parent / "shared" / "quixbugs"
+    expected = fresh_copy.parent / "shared" / "quixbugs"
     data = _coral(fresh_copy, ["data", "path"]).stdout.strip()
     assert data == str(expected.resolve())
     failed, outputs = [], {}
