@@ -86,10 +86,12 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """What a run may spend; it stops cleanly at the first generation boundary past any limit.
+    """What a run may spend; it stops cleanly at a generation boundary.
 
-    0 means no limit. Two strategies given the same budget spend the same samples (plus or
-    minus one generation's worth when the limit is not a multiple of it).
+    0 means no limit. The sample limit is kept inside a generation too (the last generation
+    spends exactly what is left, to within one sample per train problem), so two strategies or
+    evaluations given the same budget spend the same samples; hours are checked at generation
+    boundaries (a run may pass them by one generation).
     """
 
     samples: int = setting(0, ge=0, doc="answers generated and judged for the search "

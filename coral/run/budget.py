@@ -12,7 +12,9 @@ counting where it stopped):
   cluster bills, whether or not the GPUs are busy. Always 0 on CPU.
 
 The engine checks at every generation boundary (after the checkpoint) and stops cleanly when
-any limit is reached, so a run overshoots by at most one generation. Wall time is the only
+any limit is reached. Samples are also kept inside a generation (the engine hands the race
+what is left, coral.search.racing.race), so a sample budget is met to within one sample per
+train problem; hours may be passed by one generation. Wall time is the only
 input here that comes from the clock: it decides where a run stops, never what it does.
 """
 

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from coral.config import Config
+from coral.config import Config, ConfigError
 from coral.judge import fitness
 from coral.judge.quixbugs import Problem, load_problems, select, split
 from coral.messages import Scores
@@ -117,6 +117,7 @@ class Engine:
                           train_problems=[p.name for p in self.train],
                           held_out_problems=[p.name for p in self.held_out],
                           base_model=self.base_model, data_version=self.data_version)
+        self._check_budget(strategy)
         try:
             while (strategy.generation < self.cfg.search.generations
                    and not self._budget_spent()):
@@ -136,13 +137,44 @@ class Engine:
 
     def _budget_spent(self) -> bool:
         """Whether `search.budget` is used up (checked at generation boundaries; see
-        coral.run.budget), recording why in the events."""
+        coral.run.budget), recording why in the events. Samples count as spent when what is
+        left cannot pay for the next generation's first round."""
         used = spent(self.rundir.events(), reserved_gpus(self.cfg))
         reason = exhausted(self.cfg.search.budget, used)
+        limit = self.cfg.search.budget.samples
+        if reason is None and limit and limit - used.samples < self._reserve():
+            reason = (f"budget spent: samples {used.samples} of {limit} (the "
+                      f"{limit - used.samples} left do not pay for a generation's first "
+                      f"round, {self._reserve()})")
         if reason:
             log.info("%s: stopping the search", reason)
             self.events.write("budget_spent", reason=reason)
         return reason is not None
+
+    def _check_budget(self, strategy: SearchStrategy) -> None:
+        """A sample budget too small for one generation is a config error, not a run
+        without a population."""
+        limit = self.cfg.search.budget.samples
+        if strategy.generation == 0 and limit and limit < self._reserve():
+            raise ConfigError(
+                f"{self.cfg.source or 'config'}: search.budget.samples {limit} is less than one generation's first round "
+                f"({self.cfg.search.population_size} genomes x {len(self.train)} train problems"
+                f" x pass_at_k {self.cfg.search.pass_at_k} = {self._reserve()}); raise it or "
+                f"set 0 for no limit")
+
+    def _reserve(self) -> int:
+        """Samples the cheapest generation costs: every genome, one sample per problem each
+        (k where pass@k needs them)."""
+        return self.cfg.search.population_size * len(self.train) * self.cfg.search.pass_at_k
+
+    def _allowance(self, known: dict[Key, Judged]) -> Optional[int]:
+        """Samples this generation may spend (None: no sample limit): the budget less what
+        earlier generations spent (`known`: this generation's samples judged before a
+        resume, which its race counts again)."""
+        limit = self.cfg.search.budget.samples
+        if not limit:
+            return None
+        return limit - (spent(self.rundir.events()).samples - len(known))
 
     def _pipeline(self) -> Pipeline:
         """The evaluation pipeline over this run's pools, events and progress bars."""
@@ -237,7 +269,8 @@ class Engine:
 
         exact = {x.id for x in genomes if self.exact(x)}
         rounds = schedule(s.evaluation, s.samples_per_problem, s.racing_first, k)
-        counts = race([x.id for x in genomes], exact, rounds, s.racing_keep, run, score)
+        counts = race([x.id for x in genomes], exact, rounds, s.racing_keep, run, score,
+                      self._allowance(known), len(self.train), self._reserve())
         return counts, verdicts
 
     def exact(self, genome: Genome) -> bool:

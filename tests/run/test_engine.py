@@ -34,9 +34,8 @@ def engine_config(tmp_path, quixbugs_dir, *extra: str,
         f"storage.adapters={tmp_path}/adapters", *base, *extra])
 
 
-@pytest.fixture(scope="module")
-def pools(tmp_path_factory, quixbugs_dir):
-    """In-process pools (tiny model, real training, real sandbox), shared by the module."""
+def open_pools(tmp_path_factory, quixbugs_dir):
+    """In-process pools (tiny model, real training, real sandbox), closed after the yield."""
     from coral.run.pools import in_process_pools
 
     cfg = engine_config(tmp_path_factory.mktemp("w"), quixbugs_dir)
@@ -44,6 +43,12 @@ def pools(tmp_path_factory, quixbugs_dir):
     w = in_process_pools(cfg, (*train, *held))
     yield w
     w.close()
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory, quixbugs_dir):
+    """The pools, shared by the module."""
+    yield from open_pools(tmp_path_factory, quixbugs_dir)
 
 
 def make_engine(cfg, pools, name=None) -> Engine:

@@ -14,14 +14,19 @@ from coral.messages import CheapKnobs, GenerationRequest
 from coral.search.baselines import role_of
 from coral.search.genome import genome_from_dict
 
-# The same in-process pools (tiny model, sandbox) as the plain engine tests: same problems.
-from tests.run.test_engine import engine_config, make_engine, pools  # noqa: F401
+from tests.run.test_engine import engine_config, make_engine, open_pools
 
 # configs/smoke.yaml shrunk, at the search's defaults (seeded, racing, greedy region)
 SMALL = ("dataset.problems=[gcd, bitcount, flatten]", "dataset.held_out_fraction=0.34",
          "search.population_size=4", "search.generations=2", "run.held_out_top_k=1",
          "search.reevaluate_top=2", "knobs.max_new_tokens=12", "training.examples=8",
          "search.samples_per_problem=4")
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory, quixbugs_dir):
+    """The same in-process pools (tiny model, sandbox) as the plain engine tests."""
+    yield from open_pools(tmp_path_factory, quixbugs_dir)
 
 
 def default_config(tmp_path, quixbugs_dir, *extra: str) -> cfgmod.Config:
@@ -98,3 +103,27 @@ def test_greedy_knobs_give_the_same_text_for_every_seed():
     sampled = dataclasses.replace(knobs["default_knobs"], temperature=1.5, top_k=1000,
                                   top_p=1.0)
     assert len({text(sampled, s) for s in (1, 2, 3)}) > 1      # the seed matters when sampling
+
+
+@pytest.mark.parametrize("evaluation", ["racing", "fixed"])
+def test_a_sample_budget_is_spent_exactly_in_either_evaluation(
+        tmp_path, quixbugs_dir, pools, evaluation):
+    """30 samples, 2 train problems, 4 genomes: racing and fixed both stop at exactly 30 (the
+    last generation's rest goes to its best genomes), so arms compare at equal samples."""
+    cfg = default_config(tmp_path, quixbugs_dir, "search.generations=10",
+                         "search.budget.samples=30", f"search.evaluation={evaluation}",
+                         "run.held_out_eval=false", "search.genes.steps=[0]")
+    rd = make_engine(cfg, pools, name=f"budget-{evaluation}").run(resume=False)
+    events = rd.events()
+    judged = [e for e in events if e["event"] == "candidate_judged" and e["phase"] == "search"]
+    assert len(judged) == 30
+    assert [e for e in events if e["event"] == "budget_spent"]
+    assert len({(e["genome_id"], e["problem"], e["sample"]) for e in judged}) == 30
+    scored = [e for e in events if e["event"] == "genome_scored"]
+    assert sum(e["samples"] for e in scored) == 30
+
+
+def test_a_budget_below_one_generation_is_a_config_error(tmp_path, quixbugs_dir, pools):
+    cfg = default_config(tmp_path, quixbugs_dir, "search.budget.samples=5")
+    with pytest.raises(cfgmod.ConfigError, match="less than one generation's first round"):
+        make_engine(cfg, pools, name="tiny-budget").run(resume=False)

@@ -63,6 +63,38 @@ def test_racing_gives_the_winner_the_most_samples_and_skips_exact_genomes():
     assert sorted(counts.values()) == [1, 1, 1, 1, 2, 2, 4, 8]
 
 
+@pytest.mark.parametrize("evaluation", ["racing", "fixed"])
+@pytest.mark.parametrize("allowance", [48, 102, 150, 384])
+def test_an_allowance_is_spent_exactly_and_extra_samples_go_to_the_best(evaluation, allowance):
+    """The budget's rest within one generation: never more, and when less than the next
+    generation's first round (reserve) would be left, all of it (to the best genomes)."""
+    s = Synthetic(0)
+    rounds = schedule(evaluation, 8, 1, 1)
+    counts = race(list(RATES), set(), rounds, 0.5, s.run, s.score, allowance=allowance,
+                  per_sample=PROBLEMS, reserve=len(RATES) * PROBLEMS)
+    assert counts == s.got
+    assert s.spent == allowance or (s.spent < allowance and allowance - s.spent >= 48)
+    if allowance < 384:
+        assert s.spent == allowance               # 6 divides every allowance here
+    if 48 < allowance < 384:                      # the better genome got the extra samples
+        assert max(counts, key=lambda g: (counts[g], -list(RATES).index(g))) == "g3"
+
+
+def test_fixed_shrinks_its_round_to_what_is_left():
+    s = Synthetic(0)
+    counts = race(list(RATES), {"g0"}, schedule("fixed", 8), 0.5, s.run, s.score,
+                  allowance=6 * (1 + 7 * 3), per_sample=6, reserve=48)
+    assert counts["g0"] == 1 and all(counts[g] == 3 for g in RATES if g != "g0")
+    assert s.spent == 6 * 22
+
+
+def test_no_allowance_means_the_whole_schedule():
+    s, t = Synthetic(1), Synthetic(1)
+    assert (race(list(RATES), set(), schedule("racing", 8), 0.5, s.run, s.score)
+            == race(list(RATES), set(), schedule("racing", 8), 0.5, t.run, t.score,
+                    allowance=None, per_sample=6, reserve=48))
+
+
 def test_schedules():
     assert schedule("fixed", 5) == [5]
     assert schedule("racing", 5) == [1, 2, 4, 5]
