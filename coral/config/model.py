@@ -73,6 +73,10 @@ class GenerationConfig:
         True, doc="compute each DoRA layer's weight norm once per resident adapter instead of "
         "at every decoding step (coral/model/dora.py); false: peft's own DoRA forward")
     max_prompt_tokens: int = setting(1024, ge=64, doc="prompt tokens kept (left-truncated)")
+    prompt_cache_mib: int = setting(
+        512, ge=0, doc="keys and values of prompts kept per (adapter, program), so each is "
+        "prefilled once, not once per answer (coral/model/prefix.py; least recently used out "
+        "past this size, MiB); 0: prefill every batch")
     backend: str = setting(
         "hf", nonempty=True, doc="text-generation backend: hf (resident Hugging Face model with "
         "peft adapters) or a module:attribute path to a GenerationBackend factory "

@@ -38,6 +38,7 @@ from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.dora import freeze_dora
 from coral.model.loading import load_base
+from coral.model.prefix import Layers, PromptCache, batch_cache, prompt_layers
 from coral.model.prompts import build_prompt, encode_prompt, truncate_prompt
 from coral.model.threads import FreeCores
 from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processors,
@@ -132,12 +133,17 @@ class Generator:
         self._store: Any = None
         self._prompts: dict[tuple[str, str], tuple[list[int], int]] = {}
         self._cores = FreeCores() if self.gen.threads == 0 else None
+        self.prompt_cache = (PromptCache(self.gen.prompt_cache_mib << 20)
+                             if self.gen.prompt_cache_mib else None)
         self.eos_ids = self._eos_ids()
 
     def stats(self) -> dict:
         """Load counters, resident adapters, device and dtype (GenerationPool.stats)."""
         return {"backend": "hf", "base_loads": self.base_loads,
                 "adapter_loads": self.adapter_loads, "resident": list(self.resident),
+                "prompt_cache": None if self.prompt_cache is None else {
+                    "entries": len(self.prompt_cache), "mib": self.prompt_cache.bytes >> 20,
+                    "hits": self.prompt_cache.hits, "misses": self.prompt_cache.misses},
                 "device": str(self.device), "dtype": str(self.dtype)}
 
     def close(self) -> None:
@@ -195,6 +201,8 @@ class Generator:
             if name in self._peft.active_adapters:  # peft warns when the active one goes
                 self._peft.set_adapter(next(iter(self._resident.values())))
             self._peft.delete_adapter(name)
+            if self.prompt_cache is not None:
+                self.prompt_cache.drop_adapter(victim)
             log.debug("evicted adapter %s", victim)
 
     def activate(self, ref: AdapterRef) -> None:
@@ -317,8 +325,9 @@ class Generator:
         start = time.perf_counter()
         threads = self._cores.threads() if self._cores is not None else self.gen.threads
         torch.set_num_threads(threads)   # per thread under OpenMP: set in the decoding one
-        model, extra, ctx = self._adapter_context(batch, active_key)
         ids, mask, layout = self._encode(batch)
+        prefilled = self._cached_prompts(batch, layout.prompt_width)
+        model, extra, ctx = self._adapter_context(batch, active_key)
         limits = [token_budget(r.knobs, self._prompt(r)[1]) for r in batch]
         processors = row_processors([r.knobs for r in batch], [r.seed for r in batch], layout,
                                     self.eos_ids[0], self.gen.greedy, limits,
@@ -330,7 +339,7 @@ class Generator:
                                     pad_token_id=self.tokenizer.pad_token_id)
         with torch.inference_mode(), self._autocast(), ctx:
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=hf_cfg,
-                                 logits_processor=processors, **extra)
+                                 logits_processor=processors, **prefilled, **extra)
         seconds = time.perf_counter() - start
         results = []
         for row, (req, limit) in enumerate(zip(batch, limits)):
@@ -342,6 +351,32 @@ class Generator:
                 meta={"batch_size": len(batch), "batch_seconds": seconds, "threads": threads,
                       "adapter": None if req.adapter is None else req.adapter.key}))
         return results
+
+    def _cached_prompts(self, batch: Sequence[GenerationRequest], width: int) -> dict:
+        """generate kwargs with the rows' prompts (but their last token) already in the KV
+        cache (coral.model.prefix), or none when the prompt cache is off."""
+        if self.prompt_cache is None or min(self.prompt_length(r) for r in batch) < 2:
+            return {}
+        keys = [(None if r.adapter is None else r.adapter.key, (r.problem, r.buggy_source))
+                for r in batch]
+        by_key = dict(zip(keys, batch))
+        self.ensure_resident(list({r.adapter.key: r.adapter for r in batch
+                                   if r.adapter is not None}.values()))
+        rows = self.prompt_cache.rows(keys, lambda key: self._prefill(by_key[key]))
+        return {"cache": batch_cache(rows, width - 1, self.model.config)}
+
+    def _prefill(self, req: GenerationRequest) -> Layers:
+        """Keys and values of one prompt but its last token, under the request's adapter."""
+        ids = torch.tensor([self._prompt(req)[0][:-1]], device=self.device)
+        model, ctx = self.model, contextlib.nullcontext()
+        if req.adapter is not None:   # resident: _cached_prompts loaded the batch's adapters
+            self._peft.set_adapter(self._resident[req.adapter.key])
+            model = self._peft
+        elif self._peft is not None:
+            model, ctx = self._peft, self._peft.disable_adapter()
+        with torch.inference_mode(), self._autocast(), ctx:
+            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return prompt_layers(out.past_key_values)
 
     def _tokens(self, source: str) -> int:
         """Token count of a program's code (the unit of the token budget)."""

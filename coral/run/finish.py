@@ -125,7 +125,8 @@ def held_out(engine: Any, genomes: list[Genome]) -> None:
         pick, id=pick.id + NO_ADAPTER_SUFFIX, heavy=dataclasses.replace(pick.heavy, steps=0))
     extra = [untuned] + ([bare] if bare else [])
     want = {x.id: _n(engine, x) for x in (*genomes, *extra)}
-    verdicts = engine.pipeline.evaluate([*genomes, *extra], engine.held_out, want, gen, HELDOUT)
+    verdicts = evaluate_distinct(engine, [*genomes, *extra], engine.held_out, want, gen,
+                                 HELDOUT)
     out = []
     for genome in genomes:
         doc = _held_doc(genome.id, engine, want[genome.id], k, verdicts)
@@ -141,6 +142,27 @@ def held_out(engine: Any, genomes: list[Genome]) -> None:
     engine.rundir.write_json("heldout.json", {
         "problems": [p.name for p in engine.held_out], "genomes": out,
         "untuned_greedy": base, "adapter_gain": gain})
+
+
+def evaluate_distinct(engine: Any, genomes: Sequence[Genome], problems: Sequence[Problem],
+                      want: dict[str, int], generation: int, phase: str) -> dict[Key, Judged]:
+    """`pipeline.evaluate`, running genomes with the same adapter and knobs once: their
+    answers are the same texts (every genome draws sample i of a problem with the same seed),
+    so the first one's verdicts stand for the others (the untuned model at greedy decoding is
+    often the pick itself)."""
+    first: dict[tuple, Genome] = {}
+    same: dict[str, str] = {}
+    for x in genomes:
+        sig = (engine.pipeline.adapter_key(x.heavy), engine.pipeline.knobs_of(x), want[x.id])
+        same[x.id] = first.setdefault(sig, x).id
+    runs = list(first.values())
+    verdicts = engine.pipeline.evaluate(runs, problems, {x.id: want[x.id] for x in runs},
+                                        generation, phase)
+    for gid, rep in same.items():
+        if gid != rep:
+            verdicts.update({(gid, p, i): dataclasses.replace(j, genome_id=gid)
+                             for (r, p, i), j in list(verdicts.items()) if r == rep})
+    return verdicts
 
 
 def _held_doc(genome_id: str, engine: Any, n: int, k: int,

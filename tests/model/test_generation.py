@@ -284,3 +284,41 @@ def test_frozen_dora_scale_gives_peft_dora_logits(adapters):
         assert freeze_dora(peft_model, "d") == 4     # q and v of both layers
         got = peft_model(input_ids=ids).logits
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- prompt cache
+
+def test_prompt_cache_gives_the_same_texts_and_prefills_each_prompt_once(adapters):
+    """Base, LoRA and DoRA rows, mixed and alone, twice over: with the cache every (adapter,
+    program) is prefilled once and the texts are those of prefilling every batch."""
+    calls = genome_calls(adapters)
+    every = [r for c in calls for r in c]
+    plain = Generator(tiny_cfg(batch_size=5, prompt_cache_mib=0))
+    cached = Generator(tiny_cfg(batch_size=5))   # its own model: peft wraps it in place
+    want = [(r.request_id, r.text) for r in plain.generate(every)]
+    assert [(r.request_id, r.text) for r in cached.generate(every)] == want
+    stats = cached.stats()["prompt_cache"]
+    distinct = {(None if r.adapter is None else r.adapter.key, r.problem) for r in every}
+    assert stats["misses"] == len(distinct) == stats["entries"]
+    # again, one genome at a time: nothing is prefilled again, and the texts stay
+    assert [(r.request_id, r.text) for c in calls for r in cached.generate(c)] == want
+    assert cached.stats()["prompt_cache"]["misses"] == len(distinct)
+    assert plain.stats()["prompt_cache"] is None
+
+
+def test_prompt_cache_keeps_within_its_size_and_forgets_evicted_adapters(adapters):
+    from coral.model.prefix import PromptCache
+
+    gen = Generator(tiny_cfg(batch_size=2, max_resident_adapters=1))
+    gen.generate([req(0, adapters["a"]), req(1, adapters["a"], problem="bitcount",
+                                                source=BITCOUNT)])
+    assert len(gen.prompt_cache) == 2
+    gen.generate([req(2, adapters["c"])])        # a's eviction drops a's entries
+    assert {k[0] for k in gen.prompt_cache._entries} == {adapters["c"].key}
+    one = gen.prompt_cache.bytes
+    small = PromptCache(max_bytes=one)           # room for one entry: the older one goes
+    small.rows([("x", 1)], lambda k: gen.prompt_cache._entries[(adapters["c"].key,
+                                                                  ("gcd", GCD))])
+    small.rows([("x", 2)], lambda k: gen.prompt_cache._entries[(adapters["c"].key,
+                                                                  ("gcd", GCD))])
+    assert [k for k in small._entries] == [("x", 2)] and small.bytes == one
