@@ -62,6 +62,11 @@ class PromptCache:
         self._trim(set(keys))
         return out
 
+    def clear(self) -> None:
+        """Forget every entry (benchmarks start each side cold)."""
+        self._entries.clear()
+        self.bytes = 0
+
     def drop_adapter(self, adapter_key: Optional[str]) -> None:
         """Forget an adapter's entries (it left the generator's resident adapters)."""
         for key in [k for k in self._entries if k[0] == adapter_key]:

@@ -258,6 +258,31 @@ def test_coalesced_texts_equal_one_call_per_genome(adapters):
     assert coalescer.batches == 3 and coalescer.pending == 0
 
 
+def test_coalesced_batches_hold_rows_of_the_same_program(adapters):
+    """Three genomes x two programs of different length, batches of 3: each batch is one
+    program's rows from every genome (not one genome's short and long rows padded together),
+    and the texts are those of one call per genome."""
+    from coral.model.coalesce import Coalescer
+
+    class Recording(Generator):
+        def generate(self, requests):
+            self.batches.append(sorted({r.problem for r in requests}))
+            return super().generate(requests)
+
+    gen = Recording(tiny_cfg(batch_size=3))
+    gen.batches = []
+    calls = [[req(10 * g + i, ad, seed=i, problem=("gcd", "bitcount")[i],
+                  source=(GCD, BITCOUNT)[i]) for i in range(2)]
+             for g, ad in enumerate([adapters["a"], None, adapters["c"]])]
+    alone = [[r.text for r in gen.generate(c)] for c in calls]
+    gen.batches = []
+    coalescer = Coalescer(gen, batch_size=3)
+    tickets = [coalescer.submit(c) for c in calls]
+    got = [[r.text for r in coalescer.run_until(t)] for t in tickets]
+    assert got == alone
+    assert sorted(gen.batches) == [["bitcount"], ["gcd"]]
+
+
 def test_a_failed_batch_fails_its_calls_and_the_queue_goes_on(adapters, tmp_path):
     from coral.model.coalesce import Coalescer
 
