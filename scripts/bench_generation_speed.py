@@ -10,7 +10,10 @@
   with peft's own DoRA forward (no cached norm) for comparison.
 - coalesced_vs_per_genome: 4 genomes x 8 requests (one adapter and knob set each), one call
   per genome (each decoded alone) against the four calls queued in a `Coalescer` (shared
-  batches); the texts must be the same.
+  batches, rows of the same program together), at the same batch size; the texts must be
+  the same.
+- all_cores_vs_one: wall seconds of one 16-row batch on one thread over all the cores, the
+  measurement behind `generation.threads: 0` (idle machine only).
 """
 
 from __future__ import annotations
@@ -93,7 +96,10 @@ def plain_generate(gen: Any, reqs: Sequence[GenerationRequest]) -> tuple[tuple, 
 
 
 def pipeline_generate(gen: Any, reqs: Sequence[GenerationRequest]) -> tuple[tuple, int]:
-    """((wall, cpu) seconds, tokens) of CORAL's generation path for `reqs`."""
+    """((wall, cpu) seconds, tokens) of CORAL's generation path for `reqs`, its prompt cache
+    cold (every prompt prefilled, as plain generate does)."""
+    if gen.prompt_cache is not None:
+        gen.prompt_cache.clear()
     clock = Clock()
     results = gen.generate(list(reqs))
     return clock.read(), sum(r.new_tokens for r in results)
@@ -147,18 +153,24 @@ def measure_dora_step(gen: Any, uncached: Any, lora: AdapterRef, dora: AdapterRe
 
 
 def measure_coalescing(gen: Any, refs: Sequence[AdapterRef], problems: Sequence[Problem],
-                       knobs: CheapKnobs) -> dict:
-    """4 genomes x len(problems) requests: one call per genome against coalesced calls."""
+                       knobs: CheapKnobs, batch_size: int) -> dict:
+    """4 genomes x len(problems) requests: one call per genome against coalesced calls, at
+    the same batch size (the one configs/local.yaml decodes with), each side with a cold
+    prompt cache."""
     calls = [genome_requests(f"g{i}", ref, problems,
                              dataclasses.replace(knobs, temperature=0.5 + 0.1 * i))
              for i, ref in enumerate(refs)]
+    gen.gen = dataclasses.replace(gen.gen, batch_size=batch_size)
+    cold = (lambda: gen.prompt_cache.clear()) if gen.prompt_cache is not None else (lambda: 0)
     per_genome, coalesced = [], []
     for _ in range(REPEATS):
+        cold()
         clock = Clock()
         alone = [gen.generate(c) for c in calls]
         per_genome.append(clock.read())
+        cold()
         clock = Clock()
-        coalescer = Coalescer(gen, gen.gen.batch_size)
+        coalescer = Coalescer(gen, batch_size)
         tickets = [coalescer.submit(c) for c in calls]
         shared = [coalescer.run_until(t) for t in tickets]
         coalesced.append(clock.read())
@@ -171,6 +183,25 @@ def measure_coalescing(gen: Any, refs: Sequence[AdapterRef], problems: Sequence[
             "same_texts": texts,
             "coalesced_vs_per_genome": round(min(per_genome, key=_cpu)[1]
                                              / min(coalesced, key=_cpu)[1], 3)}
+
+
+def measure_threads(gen: Any, ref: AdapterRef, problems: Sequence[Problem],
+                    knobs: CheapKnobs, cpus: int) -> dict:
+    """Wall seconds of one batch (2 samples of each program) decoded on one thread against
+    all `cpus` (what `generation.threads: 0` takes when nothing else runs); wall, not CPU
+    seconds, so this figure needs an otherwise idle machine (the load is printed beside it)."""
+    reqs = [dataclasses.replace(r, request_id=f"{r.request_id}/{s}", seed=r.seed + 100 * s)
+            for s in range(2) for r in genome_requests("threads", ref, problems, knobs)]
+    keep = gen.gen
+    wall = {}
+    for threads in (1, cpus):
+        gen.gen = dataclasses.replace(keep, threads=threads, batch_size=len(reqs))
+        wall[threads] = min(pipeline_generate(gen, reqs)[0][0] for _ in range(REPEATS))
+    gen.gen = keep
+    torch.set_num_threads(1)
+    return {"rows": len(reqs), "cpus": cpus,
+            "wall_seconds": {str(k): round(v, 2) for k, v in wall.items()},
+            "all_cores_vs_one": round(wall[1] / wall[cpus], 3)}
 
 
 def _cpu(run: tuple[float, float]) -> float:

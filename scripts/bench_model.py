@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from coral.config import Config, GenerationConfig, ModelConfig, TrainingConfig  # noqa: E402
 from coral.model.generation import Generator  # noqa: E402
+from coral.model.threads import usable_cpus  # noqa: E402
 from coral.search.genome import HeavyGenes  # noqa: E402
 from coral.search.knobs import CheapKnobs  # noqa: E402
 from coral.messages import GenerationRequest  # noqa: E402
@@ -162,14 +163,18 @@ def measure_speed(cfg: Config, gen: Generator, store: DirectoryStore, refs: list
     step = emit("dora_step", **speed.measure_dora_step(gen, uncached, refs[0], dora, problems,
                                                          knobs, steps=args.step_tokens))
     uncached.close()
-    coalesced = emit("coalescing", **speed.measure_coalescing(gen, refs, problems, knobs))
+    coalesced = emit("coalescing", **speed.measure_coalescing(gen, refs, problems, knobs,
+                                                              args.coalesce_batch))
+    threads = emit("threads", **speed.measure_threads(gen, refs[0], problems, knobs,
+                                                      usable_cpus()))
     return {"plain_hf_tokens_per_s": plain["plain_hf_tokens_per_s"],
             "pipeline_tokens_per_s": plain["pipeline_tokens_per_s"],
             "pipeline_vs_plain": plain["pipeline_vs_plain"],
             "dora_vs_lora_step": step["dora_vs_lora_step"],
             "dora_uncached_vs_lora_step": step["dora_uncached_vs_lora_step"],
             "coalesced_vs_per_genome": coalesced["coalesced_vs_per_genome"],
-            "coalesced_same_texts": coalesced["same_texts"]}
+            "coalesced_same_texts": coalesced["same_texts"],
+            "all_cores_vs_one": threads["all_cores_vs_one"]}
 
 
 def main() -> int:
@@ -181,6 +186,9 @@ def main() -> int:
                         help="QuixBugs programs (requests per genome) of the speed figures")
     parser.add_argument("--answer-tokens", type=int, default=None,
                         help="token budget of each answer in the speed figures")
+    parser.add_argument("--coalesce-batch", type=int, default=16,
+                        help="batch size of both sides of coalesced_vs_per_genome "
+                             "(configs/local.yaml's generation.batch_size)")
     parser.add_argument("--step-tokens", type=int, default=None,
                         help="decoding steps timed for dora_vs_lora_step")
     args = parser.parse_args()
