@@ -36,6 +36,7 @@ import torch
 
 from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
+from coral.model.decode import decode
 from coral.model.dora import freeze_dora
 from coral.model.loading import load_base
 from coral.model.prefix import Layers, PromptCache, batch_cache, prompt_layers
@@ -319,9 +320,8 @@ class Generator:
 
     def _run_batch(self, batch: Sequence[GenerationRequest],
                    active_key: Optional[str]) -> list[GenerationResult]:
-        """Generate one batch: up to its longest row limit, then cut each row at its own."""
-        from transformers import GenerationConfig as HFGenerationConfig
-
+        """Generate one batch (rows leave it as their answers end, coral.model.decode), then
+        cut each row at its own limit and answer end."""
         start = time.perf_counter()
         threads = self._cores.threads() if self._cores is not None else self.gen.threads
         torch.set_num_threads(threads)   # per thread under OpenMP: set in the decoding one
@@ -332,18 +332,14 @@ class Generator:
         processors = row_processors([r.knobs for r in batch], [r.seed for r in batch], layout,
                                     self.eos_ids[0], self.gen.greedy, limits,
                                     stop=AnswerEnd(self.tokenizer))
-        ended_at = processors[-1].ended_at
-        # A clean config: the model's own defaults (temperature, top_p, ...) must not apply.
-        hf_cfg = HFGenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(limits),
-                                    eos_token_id=list(self.eos_ids),
-                                    pad_token_id=self.tokenizer.pad_token_id)
         with torch.inference_mode(), self._autocast(), ctx:
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=hf_cfg,
-                                 logits_processor=processors, **prefilled, **extra)
+            rows = decode(model, ids, mask, processors, limits, self.eos_ids,
+                          self.tokenizer.pad_token_id, extra, prefilled.get("cache"))
+        ended_at = processors[-1].ended_at
         seconds = time.perf_counter() - start
         results = []
         for row, (req, limit) in enumerate(zip(batch, limits)):
-            tokens = self._cut(out[row, layout.prompt_width:].tolist(), limit, ended_at[row])
+            tokens = self._cut(rows[row].tolist(), limit, ended_at[row])
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             results.append(GenerationResult(
                 request_id=req.request_id, genome_id=req.genome_id, problem=req.problem,

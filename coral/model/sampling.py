@@ -40,8 +40,9 @@ from coral.search.knobs import CheapKnobs
 class StopFactory(Protocol):
     """Makes the end-of-answer check of a batch (AnswerEnd is the one generation uses)."""
 
-    def for_rows(self, n: int) -> Callable[[int, int], bool]:
-        """`check(row, token)`: feed row's next generated token; whether its answer is over."""
+    def for_rows(self, n: int) -> Any:
+        """`check(row, token)`: feed row's next generated token; whether its answer is over;
+        `check.keep(rows)`: only these rows go on (coral.model.decode cuts ended rows)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class RowRepetitionPenalty(LogitsProcessor):
         penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
         return torch.where(self._seen, penalised, scores)
 
+    def keep(self, index: torch.Tensor) -> None:
+        """Only these rows go on (the seen-set is rebuilt from their output next step)."""
+        self.penalty, self._seen = self.penalty[index.to(self.penalty.device)], None
+
 
 class RowTemperature(LogitsProcessor):
     """Divide each row's logits by its own temperature."""
@@ -98,6 +103,10 @@ class RowTemperature(LogitsProcessor):
         """Scaled logits."""
         self.temperature = _on(self.temperature, scores.device)
         return scores.float() / self.temperature
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Only these rows go on."""
+        self.temperature = self.temperature[index.to(self.temperature.device)]
 
 
 class RowTopK(LogitsProcessor):
@@ -120,6 +129,10 @@ class RowTopK(LogitsProcessor):
         rank = torch.arange(width, device=scores.device)[None, :]
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, rank < self.top_k)
         return scores.masked_fill(~keep, float("-inf"))
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Only these rows go on."""
+        self.top_k = self.top_k[index.to(self.top_k.device)]
 
 
 class RowTopP(LogitsProcessor):
@@ -148,6 +161,10 @@ class RowTopP(LogitsProcessor):
         keep_sorted = before < self.top_p
         keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, keep_sorted)
         return scores.masked_fill(~keep, float("-inf"))
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Only these rows go on."""
+        self.top_p = self.top_p[index.to(self.top_p.device)]
 
 
 class RowSampler(LogitsProcessor):
@@ -202,6 +219,29 @@ class RowSampler(LogitsProcessor):
         chosen = torch.where(done, torch.full_like(chosen, self.eos), chosen)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, chosen[:, None], 0.0)
+
+    def flush(self) -> None:
+        """Feed the stop check the step a CUDA batch still holds back (a generate call
+        ended: every row's end must be known before rows leave the batch)."""
+        if self._pending is not None:
+            (n, host, event), self._pending = self._pending, None
+            event.synchronize()
+            self._feed(host.tolist(), n)
+
+    def finished(self) -> list[bool]:
+        """Per row: eos seen or answer complete (as of the last step fed)."""
+        return list(self._finished)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Only these rows go on (`ended_at` and the stop check follow them)."""
+        rows = index.tolist()
+        dev = self.uniforms.device
+        self.uniforms, self.greedy = self.uniforms[index.to(dev)], self.greedy[index.to(dev)]
+        self.max_new, self._ended = self.max_new[index.to(dev)], self._ended[index.to(dev)]
+        self.ended_at = [self.ended_at[r] for r in rows]
+        self._finished = [self._finished[r] for r in rows]
+        if self.stop is not None:
+            self.stop.keep(rows)
 
     def _track(self, last: torch.Tensor, n: int) -> None:
         """Feed the stop check the tokens of step n (on CUDA: those of the step before)."""
@@ -306,10 +346,22 @@ class AnswerEnd:
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def for_rows(self, n: int) -> Callable[[int, int], bool]:
+    def for_rows(self, n: int) -> "RowChecks":
         """A check for a batch of n rows: `check(row, token)` feeds the row's next token."""
-        rows = [_RowAnswer() for _ in range(n)]
-        return lambda row, token: rows[row].feed(token, self._decode)
+        return RowChecks([_RowAnswer() for _ in range(n)], self._decode)
+
+
+class RowChecks:
+    """The answer-end state of a batch's rows; `keep` follows rows leaving the batch."""
+
+    def __init__(self, rows: list, decode: Callable[[list[int]], str]) -> None:
+        self.rows, self.decode = rows, decode
+
+    def __call__(self, row: int, token: int) -> bool:
+        return self.rows[row].feed(token, self.decode)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        self.rows = [self.rows[r] for r in rows]
 
 
 def code_only(source: str) -> str:

@@ -347,3 +347,32 @@ def test_prompt_cache_keeps_within_its_size_and_forgets_evicted_adapters(adapter
     small.rows([("x", 2)], lambda k: gen.prompt_cache._entries[(adapters["c"].key,
                                                                   ("gcd", GCD))])
     assert [k for k in small._entries] == [("x", 2)] and small.bytes == one
+
+
+# --------------------------------------------------------------------------- segmented decoding
+
+@pytest.mark.parametrize("segment", [1, 3])
+def test_rows_leaving_the_batch_keep_the_texts_of_one_generate_call(adapters, monkeypatch,
+                                                                    segment):
+    """Mixed LoRA/base rows and a DoRA batch, answers of different lengths: decoding in short
+    segments, ended rows cut out of the batch and its cache, gives the texts, token counts
+    and answer ends of one generate call over the whole batch."""
+    from coral.model import decode as decoding
+
+    reqs = mixed_requests(adapters, dataclasses.replace(KNOBS, max_new_tokens=20))
+    monkeypatch.setattr(decoding, "SEGMENT", 10**6)          # one call, no row leaves
+    whole = [(r.text, r.new_tokens) for r in Generator(tiny_cfg(batch_size=8)).generate(reqs)]
+    monkeypatch.setattr(decoding, "SEGMENT", segment)
+    monkeypatch.setattr(decoding, "DROP_SHARE", 0.01)        # any ended row leaves at once
+    cut = Generator(tiny_cfg(batch_size=8))
+    rows_per_segment = []
+    real = decoding._ended
+
+    def counting(new, *args):
+        rows_per_segment.append(new.shape[0])
+        return real(new, *args)
+
+    monkeypatch.setattr(decoding, "_ended", counting)
+    assert [(r.text, r.new_tokens) for r in cut.generate(reqs)] == whole
+    # rows did leave: later segments decode fewer rows than the first of their batch
+    assert len(rows_per_segment) > 2 and min(rows_per_segment) < max(rows_per_segment)
