@@ -17,7 +17,7 @@ seeds and knobs, coral.model.sampling), so the texts are those of one `generate`
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -27,9 +27,12 @@ DROP_SHARE = 0.25  # the batch is cut when at least this share of its rows has e
 
 def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
            limits: Sequence[int], eos_ids: Sequence[int], pad_id: int,
-           extra: Optional[dict] = None, cache: Any = None) -> list[torch.Tensor]:
+           extra: Optional[dict] = None, cache: Any = None,
+           before_segment: Callable[[], None] = lambda: None) -> list[torch.Tensor]:
     """Each row's generated tokens (past its prompt; may run past its end, the caller cuts)
-    and, in `processors[-1].ended_at`, where complete answers ended (original row order)."""
+    and, in `processors[-1].ended_at`, where complete answers ended (original row order).
+    `before_segment` runs before each generate call (the caller sets torch's threads there:
+    a core the judge held during one segment may be free for the next)."""
     from transformers import GenerationConfig
 
     sampler = processors[-1]
@@ -46,6 +49,7 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
                                eos_token_id=list(eos_ids), pad_token_id=pad_id,
                                return_dict_in_generate=True)
         kw = {"cache": cache} if cache is not None else {}
+        before_segment()
         res = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg,
                              logits_processor=processors, **kw, **extra)
         seq, cache = res.sequences, res.cache

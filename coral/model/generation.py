@@ -323,8 +323,13 @@ class Generator:
         """Generate one batch (rows leave it as their answers end, coral.model.decode), then
         cut each row at its own limit and answer end."""
         start = time.perf_counter()
-        threads = self._cores.threads() if self._cores is not None else self.gen.threads
-        torch.set_num_threads(threads)   # per thread under OpenMP: set in the decoding one
+        used: list[int] = []
+
+        def set_threads() -> None:   # per thread under OpenMP: set in the decoding one
+            used.append(self._cores.threads() if self._cores is not None else self.gen.threads)
+            torch.set_num_threads(used[-1])
+
+        set_threads()
         ids, mask, layout = self._encode(batch)
         prefilled = self._cached_prompts(batch, layout.prompt_width)
         model, extra, ctx = self._adapter_context(batch, active_key)
@@ -334,7 +339,9 @@ class Generator:
                                     stop=AnswerEnd(self.tokenizer))
         with torch.inference_mode(), self._autocast(), ctx:
             rows = decode(model, ids, mask, processors, limits, self.eos_ids,
-                          self.tokenizer.pad_token_id, extra, prefilled.get("cache"))
+                          self.tokenizer.pad_token_id, extra, prefilled.get("cache"),
+                          set_threads)
+        threads = round(sum(used) / len(used), 2)
         ended_at = processors[-1].ended_at
         seconds = time.perf_counter() - start
         results = []

@@ -1,7 +1,8 @@
 """How many cores decoding may use now: the machine's idle cores plus what this process used.
 
-Ray starts the generation actor of configs/local.yaml on half a CPU, so torch decodes on one
-thread; while no adapter trains, the machine's other core idles (load average 1.3 on 2 cores
+Asked before every decoding segment (coral.model.decode), so a core the judge held during one
+segment is taken back for the next. Ray starts the generation actor of configs/local.yaml on
+half a CPU, so torch decodes on one thread; while no adapter trains, the machine's other core idles (load average 1.3 on 2 cores
 during generation, issue 20). A fixed two threads was slower inside a run (docs/models.md:
 the second core was busy with training then). `FreeCores` decides per batch instead: it
 reads the machine's CPU counters (/proc/stat) and this process's CPU time over the previous
@@ -53,9 +54,12 @@ def threads_for(idle_share: float, own_cores: float, cpus: int) -> int:
 class FreeCores:
     """Per-batch thread count from what was free since the last call (see the module)."""
 
+    MIN_TICKS = 20   # jiffies (all CPUs) an interval needs before it says anything
+
     def __init__(self, cpus: Optional[int] = None) -> None:
         self.cpus = cpus or usable_cpus()
         self._last = self._sample()
+        self._answer = 1
 
     @staticmethod
     def _sample() -> tuple[Optional[tuple[int, int]], float, float]:
@@ -63,11 +67,16 @@ class FreeCores:
         return _machine_ticks(), own.user + own.system, time.monotonic()
 
     def threads(self) -> int:
-        """Threads to decode the next batch with (1 where the counters cannot be read)."""
+        """Threads to decode the next batch or segment with (1 where the counters cannot be
+        read; the previous answer when too little time passed to tell)."""
         now = self._sample()
         (ticks0, own0, t0), (ticks1, own1, t1) = self._last, now
-        self._last = now
-        if ticks0 is None or ticks1 is None or ticks1[1] <= ticks0[1] or t1 <= t0:
+        if ticks0 is None or ticks1 is None:
+            self._last = now
             return 1
+        if ticks1[1] - ticks0[1] < self.MIN_TICKS or t1 <= t0:
+            return self._answer
+        self._last = now
         idle_share = (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1])
-        return threads_for(idle_share, (own1 - own0) / (t1 - t0), self.cpus)
+        self._answer = threads_for(idle_share, (own1 - own0) / (t1 - t0), self.cpus)
+        return self._answer

@@ -223,7 +223,8 @@ class Pipeline:
         self.events.write("genome_generated", generation=run.generation, phase=run.phase,
                           genome_id=results[0].genome_id if results else None,
                           requests=len(results), tokens=sum(r.new_tokens for r in results),
-                          seconds=round(sum(r.seconds for r in results), 3))
+                          seconds=round(sum(r.seconds for r in results), 3),
+                          threads=_mean_threads(results))
         self.progress.advance("generated", len(results))
         return [JudgeWork(tuple(candidates), tuple(samples))]
 
@@ -252,3 +253,9 @@ def judged_from_event(ev: dict) -> Judged:
     return Judged(ev["genome_id"], ev["problem"], int(ev["sample"]), ev["status"],
                   int(ev["passed"]), int(ev["total"]), Scores.from_dict(ev["scores"]),
                   ev.get("code", ""), int(ev.get("tokens", 0)))
+
+
+def _mean_threads(results: Sequence[Any]) -> Optional[float]:
+    """Mean torch threads the rows were decoded with (backends that say so), else None."""
+    threads = [r.meta["threads"] for r in results if (r.meta or {}).get("threads")]
+    return round(sum(threads) / len(threads), 2) if threads else None

@@ -24,3 +24,14 @@ def test_free_cores_reads_this_machine():
     cores = FreeCores()
     sum(i * i for i in range(200_000))   # some CPU time of our own in the interval
     assert 1 <= cores.threads() <= cores.cpus
+
+
+def test_a_too_short_interval_keeps_the_previous_answer():
+    """Asked twice within a few milliseconds (a segment right after a batch starts): the
+    counters have not moved, so the answer stays what it was instead of falling to one."""
+    import time
+
+    cores = FreeCores()
+    time.sleep(0.3)                                  # the machine's idle time: enough to tell
+    first = cores.threads()
+    assert [cores.threads() for _ in range(5)] == [first] * 5

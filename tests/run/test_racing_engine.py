@@ -44,6 +44,16 @@ def test_no_adapter_genomes_cause_no_training_call(tmp_path, quixbugs_dir, pools
     assert all(r["key"] is None for r in ck["genomes"].values())
     held = rd.read_json("heldout.json")
     assert held["adapter_gain"]["has_adapter"] is False and held["adapter_gain"]["gain"] == 0
+    # the untuned model at greedy decoding is decoded once on the held-out problems, also
+    # when it is the pick (same adapter, knobs and seeds: the same answers)
+    pick = held["genomes"][0]
+    decoded = {e["genome_id"] for e in events
+               if e["event"] == "candidate_judged" and e["phase"] == "heldout"}
+    if role_of(genome_from_dict(ck["genomes"][pick["id"]]["genome"]), cfg.search) == "greedy_base":
+        assert decoded == {pick["id"]}
+        assert held["untuned_greedy"]["scores"] == pick["scores"]
+    else:
+        assert decoded == {pick["id"], "untuned-greedy"}
 
 
 def test_default_search_seeds_races_and_checks_against_the_untuned_model(
