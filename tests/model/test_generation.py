@@ -283,6 +283,26 @@ def test_coalesced_batches_hold_rows_of_the_same_program(adapters):
     assert sorted(gen.batches) == [["bitcount"], ["gcd"]]
 
 
+def test_the_decoder_thread_waits_a_moment_to_fill_a_batch(adapters):
+    """Two calls arriving 50 ms apart (as a round's genomes reach the Ray actor) share one
+    batch instead of the first starting alone."""
+    import time
+
+    from coral.model.coalesce import Coalescer
+
+    gen = Generator(tiny_cfg(batch_size=4))
+    coalescer = Coalescer(gen, batch_size=4)
+    coalescer.start()
+    try:
+        first = coalescer.submit([req(0, adapters["a"]), req(1, None)])
+        time.sleep(0.05)
+        second = coalescer.submit([req(2, adapters["c"]), req(3, None)])
+        assert len(coalescer.wait(first)) == 2 and len(coalescer.wait(second)) == 2
+        assert coalescer.batches == 1
+    finally:
+        coalescer.close()
+
+
 def test_a_failed_batch_fails_its_calls_and_the_queue_goes_on(adapters, tmp_path):
     from coral.model.coalesce import Coalescer
 
