@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from coral.model.prefix import cache_kwarg, cache_of
+
 SEGMENT = 32       # new tokens per generate call
 DROP_SHARE = 0.25  # the batch is cut when at least this share of its rows has ended
 
@@ -48,11 +50,11 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
                                max_new_tokens=max(1, min(SEGMENT, longest - made)),
                                eos_token_id=list(eos_ids), pad_token_id=pad_id,
                                return_dict_in_generate=True)
-        kw = {"cache": cache} if cache is not None else {}
+        kw = {cache_kwarg(): cache} if cache is not None else {}
         before_segment()
         res = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg,
                              logits_processor=processors, **kw, **extra)
-        seq, cache = res.sequences, res.cache
+        seq, cache = res.sequences, cache_of(res)
         sampler.flush()
         made = seq.shape[1] - width
         over = _ended(seq[:, width:], sampler.finished(), [limits[i] for i in live], made,

@@ -39,7 +39,8 @@ from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.decode import decode
 from coral.model.dora import freeze_dora
 from coral.model.loading import load_base
-from coral.model.prefix import Layers, PromptCache, batch_cache, prompt_layers
+from coral.model.prefix import (Layers, PromptCache, batch_cache, cache_kwarg, cache_of,
+                                prompt_layers)
 from coral.model.prompts import build_prompt, encode_prompt, truncate_prompt
 from coral.model.threads import FreeCores
 from coral.model.sampling import (AnswerEnd, RowLayout, code_only, row_processors,
@@ -339,7 +340,7 @@ class Generator:
                                     stop=AnswerEnd(self.tokenizer))
         with torch.inference_mode(), self._autocast(), ctx:
             rows = decode(model, ids, mask, processors, limits, self.eos_ids,
-                          self.tokenizer.pad_token_id, extra, prefilled.get("cache"),
+                          self.tokenizer.pad_token_id, extra, prefilled.get(cache_kwarg()),
                           set_threads)
         threads = round(sum(used) / len(used), 2)
         ended_at = processors[-1].ended_at
@@ -366,7 +367,7 @@ class Generator:
         self.ensure_resident(list({r.adapter.key: r.adapter for r in batch
                                    if r.adapter is not None}.values()))
         rows = self.prompt_cache.rows(keys, lambda key: self._prefill(by_key[key]))
-        return {"cache": batch_cache(rows, width - 1, self.model.config)}
+        return {cache_kwarg(): batch_cache(rows, width - 1, self.model.config)}
 
     def _prefill(self, req: GenerationRequest) -> Layers:
         """Keys and values of one prompt but its last token, under the request's adapter."""
@@ -379,7 +380,7 @@ class Generator:
             model, ctx = self._peft, self._peft.disable_adapter()
         with torch.inference_mode(), self._autocast(), ctx:
             out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        return prompt_layers(out.past_key_values)
+        return prompt_layers(cache_of(out))
 
     def _tokens(self, source: str) -> int:
         """Token count of a program's code (the unit of the token budget)."""

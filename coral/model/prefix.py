@@ -81,6 +81,20 @@ class PromptCache:
                 self.bytes -= entry_bytes(self._entries.pop(key))
 
 
+def cache_kwarg() -> str:
+    """The generate/forward argument that takes a KV cache (transformers 5: `cache`, 4.x:
+    `past_key_values`; pyproject allows both)."""
+    import transformers
+
+    return "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+
+
+def cache_of(output: Any) -> Any:
+    """The KV cache of a forward or generate output (`cache`, or 4.x's `past_key_values`)."""
+    found = getattr(output, "cache", None)
+    return found if found is not None else getattr(output, "past_key_values", None)
+
+
 def prompt_layers(cache: Any) -> Layers:
     """(keys, values) per layer of a one-row transformers cache, detached copies."""
     return tuple((layer.keys.clone(), layer.values.clone()) for layer in cache.layers)
