@@ -136,6 +136,12 @@ class SearchConfig:
         3, ge=1, doc="survivors re-evaluated at the end on samples_per_problem fresh sample "
         "seeds never used for selection; the final pick is the best of them on all its samples "
         "(search + fresh: the most samples any genome got; best.json, held-out check)")
+    pick_confidence: float = setting(
+        0.95, ge=0.0, lt=1.0, doc="a final candidate replaces the untuned model at greedy "
+        "decoding only when its per-problem advantage on the train problems (pooled samples, "
+        "paired by problem) has a one-sided lower confidence bound above 0 at this level; "
+        "else the untuned model is handed back. 0: the best pooled score wins (a tie goes to "
+        "the untuned model)")
     evaluation: Literal["fixed", "racing"] = setting(
         "racing", doc="fixed: every genome gets samples_per_problem samples per problem; "
         "racing: successive halving, every genome first gets racing_first samples per problem, "

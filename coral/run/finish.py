@@ -8,7 +8,10 @@ untuned model and against the pick's own knobs without its adapter.
   model at greedy decoding, when the search scored it, is always a candidate, and a tie on
   the primary objective goes to it: a pick has to beat the model the user started with on
   its samples, else that model is handed back (no adapter to pay for, the same text every
-  time).
+  time). Beating it means more than one lucky sample: with `search.pick_confidence` the
+  candidate's per-problem advantage (paired by problem, pooled samples) needs a one-sided
+  lower confidence bound above 0 (in compare-local one sampled fix of one of 4 train problems
+  made an adapter the pick, and it fixed nothing held out where the untuned model fixed one).
 - `held_out`: the picks on the held-out problems; beside them, on the same problems and
   seeds, the untuned model at greedy decoding (`untuned_greedy`) and the first pick with the
   same knobs but no adapter (`adapter_gain` = with - without; 0 for a pick that has none).
@@ -69,20 +72,59 @@ def reevaluate(engine: Any, strategy: Any) -> list[Genome]:
         engine.events.write("final_scored", id=genome.id, scores=agg.to_dict(),
                             search_scores=rec.scores, pooled_scores=both.to_dict(),
                             samples_per_problem=rec.samples_per_problem + want[genome.id])
-    picks = pick_order(genomes, pooled, untuned.id if untuned else None)
+    picks = pick_order(genomes, pooled, untuned.id if untuned else None,
+                       _clears(engine, untuned, search, fresh, want))
     best = dataclasses.asdict(engine.genomes[picks[0].id])
     engine.rundir.write_json("best.json", dict(best, id=picks[0].id))
     return picks
 
 
 def pick_order(genomes: Sequence[Genome], pooled: dict[str, Scores],
-               untuned: Optional[str]) -> list[Genome]:
+               untuned: Optional[str], clears: Any = lambda gid: True) -> list[Genome]:
     """Final candidates best first: pooled primary objective, then the untuned genome on a
-    tie, then the pooled display score, then the given (search rank) order."""
+    tie, then the pooled display score, then the given (search rank) order; a candidate
+    ahead of the untuned genome whose advantage does not `clear` the confidence bound goes
+    behind it."""
     def key(x: Genome) -> tuple:
         s = pooled[x.id]
         return (-round(getattr(s, PRIMARY), 9), x.id != untuned, -fitness.display_score(s))
-    return sorted(genomes, key=key)
+    order = sorted(genomes, key=key)
+    ids = [x.id for x in order]
+    if untuned in ids:
+        ahead = [x for x in order[: ids.index(untuned)] if not clears(x.id)]
+        order = [x for x in order if x not in ahead]
+        at = [x.id for x in order].index(untuned) + 1
+        order[at:at] = ahead
+    return order
+
+
+def advantage_bound(mine: Sequence[float], theirs: Sequence[float], confidence: float) -> float:
+    """One-sided lower confidence bound of the mean per-problem difference mine - theirs
+    (normal approximation over problems; -inf with fewer than 2 problems)."""
+    import statistics
+
+    diffs = [a - b for a, b in zip(mine, theirs)]
+    if len(diffs) < 2:
+        return float("-inf")
+    z = statistics.NormalDist().inv_cdf(confidence) if confidence > 0 else 0.0
+    return statistics.fmean(diffs) - z * statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
+def _clears(engine: Any, untuned: Optional[Genome], search: dict[Key, Judged],
+            fresh: dict[Key, Judged], want: dict[str, int]) -> Any:
+    """Whether a candidate's per-problem pooled pass@k beats the untuned genome's with
+    `search.pick_confidence` (always, at 0 or without an untuned genome)."""
+    confidence = engine.cfg.search.pick_confidence
+    if untuned is None or confidence <= 0:
+        return lambda gid: True
+    k = engine.cfg.search.pass_at_k
+
+    def per_problem(gid: str) -> list[float]:
+        tables = ((search, engine.genomes[gid].samples_per_problem), (fresh, want[gid]))
+        return [getattr(_pooled(gid, [p], k, *tables), PRIMARY) for p in engine.train]
+
+    base = per_problem(untuned.id)
+    return lambda gid: advantage_bound(per_problem(gid), base, confidence) > 0
 
 
 def _untuned_greedy(engine: Any) -> Optional[Genome]:

@@ -46,7 +46,9 @@ STALE_S = 30.0
 # where a run stops, so a finished run can be extended).
 SEARCH_RELEVANT = ("run.seed", "dataset", "search", "knobs", "model.base", "training",
                    "generation.greedy", "generation.max_prompt_tokens")
-_NOT_RELEVANT = ("search.generations", "search.budget")
+# Limits, and the rule that picks among the final candidates: changing them and running a
+# finished run again extends it or picks again, without redoing the search.
+_NOT_RELEVANT = ("search.generations", "search.budget", "search.pick_confidence")
 
 
 def run_path(cfg: cfgmod.Config) -> Path:

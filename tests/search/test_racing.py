@@ -148,3 +148,17 @@ def test_the_final_pick_must_beat_the_untuned_model_on_its_samples():
     assert [g.id for g in pick_order([a, b, base], better, "base")] == ["a", "base", "b"]
     # without an untuned candidate: pooled primary, then the display score
     assert [g.id for g in pick_order([b, a], tie, None)] == ["a", "b"]
+    # ahead on its samples but not beyond the confidence bound: behind the untuned model
+    assert [g.id for g in pick_order([a, b, base], better, "base",
+                                     clears=lambda gid: False)] == ["base", "a", "b"]
+
+
+def test_one_lucky_fix_does_not_clear_the_confidence_bound():
+    from coral.run.finish import advantage_bound
+
+    # compare-local, replicate 2: one of 4 train problems fixed by a quarter of the samples
+    assert advantage_bound([0.25, 0, 0, 0], [0, 0, 0, 0], 0.95) < 0
+    # a consistent advantage over 8 problems clears it; at confidence 0 any mean gain does
+    assert advantage_bound([0.5, 0.5, 0.25, 0.5, 0.75, 0.5, 0.25, 0.5], [0] * 8, 0.95) > 0
+    assert advantage_bound([0.25, 0, 0, 0], [0, 0, 0, 0], 0.0) > 0
+    assert advantage_bound([1.0], [0.0], 0.95) == float("-inf")   # one problem: no bound
