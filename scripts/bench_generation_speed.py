@@ -95,11 +95,16 @@ def plain_generate(gen: Any, reqs: Sequence[GenerationRequest]) -> tuple[tuple, 
     return seconds, tokens
 
 
+def cold(gen: Any) -> None:
+    """Empty the generator's prompt cache (each timed side prefills its prompts itself)."""
+    if gen.prompt_cache is not None:
+        gen.prompt_cache.clear()
+
+
 def pipeline_generate(gen: Any, reqs: Sequence[GenerationRequest]) -> tuple[tuple, int]:
     """((wall, cpu) seconds, tokens) of CORAL's generation path for `reqs`, its prompt cache
     cold (every prompt prefilled, as plain generate does)."""
-    if gen.prompt_cache is not None:
-        gen.prompt_cache.clear()
+    cold(gen)
     clock = Clock()
     results = gen.generate(list(reqs))
     return clock.read(), sum(r.new_tokens for r in results)
@@ -160,20 +165,21 @@ def measure_coalescing(gen: Any, refs: Sequence[AdapterRef], problems: Sequence[
     calls = [genome_requests(f"g{i}", ref, problems,
                              dataclasses.replace(knobs, temperature=0.5 + 0.1 * i))
              for i, ref in enumerate(refs)]
-    gen.gen = dataclasses.replace(gen.gen, batch_size=batch_size)
-    cold = (lambda: gen.prompt_cache.clear()) if gen.prompt_cache is not None else (lambda: 0)
+    keep = gen.gen
+    gen.gen = dataclasses.replace(keep, batch_size=batch_size)
     per_genome, coalesced = [], []
     for _ in range(REPEATS):
-        cold()
+        cold(gen)
         clock = Clock()
         alone = [gen.generate(c) for c in calls]
         per_genome.append(clock.read())
-        cold()
+        cold(gen)
         clock = Clock()
         coalescer = Coalescer(gen, batch_size)
         tickets = [coalescer.submit(c) for c in calls]
         shared = [coalescer.run_until(t) for t in tickets]
         coalesced.append(clock.read())
+    gen.gen = keep
     texts = [[r.text for r in rs] for rs in alone] == [[r.text for r in rs] for rs in shared]
     tokens = sum(r.new_tokens for rs in shared for r in rs)
     return {"genomes": len(calls), "requests_per_genome": len(problems),

@@ -40,7 +40,7 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
     sampler = processors[-1]
     width, n_rows = ids.shape[1], ids.shape[0]
     live = list(range(n_rows))                  # original index of each row in the batch
-    out: list[Optional[torch.Tensor]] = [None] * n_rows
+    out: list = [None] * n_rows
     ended_at: list[Optional[int]] = [None] * n_rows
     extra = dict(extra or {})
     longest = max(limits)
@@ -59,17 +59,17 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
         made = seq.shape[1] - width
         over = _ended(seq[:, width:], sampler.finished(), [limits[i] for i in live], made,
                       eos_ids)
-        if all(over) or made >= longest:
-            for pos, i in enumerate(live):
-                out[i], ended_at[i] = seq[pos, width:], sampler.ended_at[pos]
+        last = all(over)             # also when every live row reached its limit
+        if last or sum(over) >= DROP_SHARE * len(live):
+            for pos, o in enumerate(over):
+                if o:
+                    out[live[pos]], ended_at[live[pos]] = seq[pos, width:], sampler.ended_at[pos]
+        if last:
             break
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], seq.shape[1] - ids.shape[1]))], 1)
         ids = seq
         if sum(over) >= DROP_SHARE * len(live):
             stay = [pos for pos, o in enumerate(over) if not o]
-            for pos, o in enumerate(over):
-                if o:
-                    out[live[pos]], ended_at[live[pos]] = seq[pos, width:], sampler.ended_at[pos]
             index = torch.tensor(stay, device=ids.device)
             ids, mask = ids[index], mask[index]
             cache.batch_select_indices(index)
@@ -81,7 +81,7 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
             live = [live[p] for p in stay]
             longest = max(limits[i] for i in live)
     sampler.ended_at = ended_at
-    return [t if t is not None else ids.new_zeros(0) for t in out]
+    return out   # every row was recorded when it left the batch
 
 
 def _ended(new: torch.Tensor, finished: Sequence[bool], limits: Sequence[int], made: int,

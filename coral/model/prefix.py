@@ -18,6 +18,7 @@ batch it shares (each prompt is computed one way, alone, every time).
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Optional, Sequence
 
@@ -81,6 +82,7 @@ class PromptCache:
                 self.bytes -= entry_bytes(self._entries.pop(key))
 
 
+@functools.lru_cache(maxsize=None)
 def cache_kwarg() -> str:
     """The generate/forward argument that takes a KV cache (transformers 5: `cache`, 4.x:
     `past_key_values`; pyproject allows both)."""

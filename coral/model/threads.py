@@ -2,13 +2,13 @@
 
 Asked before every decoding segment (coral.model.decode), so a core the judge held during one
 segment is taken back for the next. Ray starts the generation actor of configs/local.yaml on
-half a CPU, so torch decodes on one thread; while no adapter trains, the machine's other core idles (load average 1.3 on 2 cores
-during generation, issue 20). A fixed two threads was slower inside a run (docs/models.md:
-the second core was busy with training then). `FreeCores` decides per batch instead: it
-reads the machine's CPU counters (/proc/stat) and this process's CPU time over the previous
-interval, and asks for the cores that were idle plus those this process kept busy, at least
-one and at most the CPUs this process may run on. While training (or anything else) runs,
-that is what is left; when nothing else runs, every core.
+half a CPU, so torch decodes on one thread; while no adapter trains, the machine's other core
+idles (load average 1.3 on 2 cores during generation, issue 20). A fixed two threads was slower
+inside a run (docs/models.md: the second core was busy with training then). `FreeCores` decides
+at each ask instead: it reads the machine's CPU counters (/proc/stat) and this process's CPU time
+over the previous interval, and asks for the cores that were idle plus those this process kept
+busy, at least one and at most the CPUs this process may run on. While training (or anything
+else) runs, that is what is left; when nothing else runs, every core.
 
 Counting this process's own use is what keeps the answer stable: decoding on two threads
 leaves no idle core, but it used two, so it keeps two.

@@ -157,10 +157,10 @@ class Engine:
         limit = self.cfg.search.budget.samples
         if strategy.generation == 0 and limit and limit < self._reserve():
             raise ConfigError(
-                f"{self.cfg.source or 'config'}: search.budget.samples {limit} is less than one generation's first round "
-                f"({self.cfg.search.population_size} genomes x {len(self.train)} train problems"
-                f" x pass_at_k {self.cfg.search.pass_at_k} = {self._reserve()}); raise it or "
-                f"set 0 for no limit")
+                f"{self.cfg.source or 'config'}: search.budget.samples {limit} is less than "
+                f"one generation's first round ({self.cfg.search.population_size} genomes x "
+                f"{len(self.train)} train problems x pass_at_k {self.cfg.search.pass_at_k} = "
+                f"{self._reserve()}); raise it or set 0 for no limit")
 
     def _reserve(self) -> int:
         """Samples the cheapest generation costs: every genome, one sample per problem each

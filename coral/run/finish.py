@@ -21,7 +21,7 @@ untuned model and against the pick's own knobs without its adapter.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from coral.judge import fitness
 from coral.judge.quixbugs import Problem
@@ -80,7 +80,8 @@ def reevaluate(engine: Any, strategy: Any) -> list[Genome]:
 
 
 def pick_order(genomes: Sequence[Genome], pooled: dict[str, Scores],
-               untuned: Optional[str], clears: Any = lambda gid: True) -> list[Genome]:
+               untuned: Optional[str],
+               clears: Callable[[str], bool] = lambda gid: True) -> list[Genome]:
     """Final candidates best first: pooled primary objective, then the untuned genome on a
     tie, then the pooled display score, then the given (search rank) order; a candidate
     ahead of the untuned genome whose advantage does not `clear` the confidence bound goes
@@ -111,7 +112,7 @@ def advantage_bound(mine: Sequence[float], theirs: Sequence[float], confidence: 
 
 
 def _clears(engine: Any, untuned: Optional[Genome], search: dict[Key, Judged],
-            fresh: dict[Key, Judged], want: dict[str, int]) -> Any:
+            fresh: dict[Key, Judged], want: dict[str, int]) -> Callable[[str], bool]:
     """Whether a candidate's per-problem pooled pass@k beats the untuned genome's with
     `search.pick_confidence` (always, at 0 or without an untuned genome)."""
     confidence = engine.cfg.search.pick_confidence
