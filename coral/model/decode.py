@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from coral.model.kvcache import new_cache
 from coral.model.prefix import cache_kwarg, cache_of
 
 SEGMENT = 32       # new tokens per generate call
@@ -44,16 +45,17 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
     ended_at: list[Optional[int]] = [None] * n_rows
     extra = dict(extra or {})
     longest = max(limits)
+    if cache is None:   # transformers' own would copy itself at every step
+        cache = new_cache(model.config)
     while True:
         made = ids.shape[1] - width
         cfg = GenerationConfig(do_sample=False, num_beams=1,
                                max_new_tokens=max(1, min(SEGMENT, longest - made)),
                                eos_token_id=list(eos_ids), pad_token_id=pad_id,
                                return_dict_in_generate=True)
-        kw = {cache_kwarg(): cache} if cache is not None else {}
         before_segment()
         res = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg,
-                             logits_processor=processors, **kw, **extra)
+                             logits_processor=processors, **{cache_kwarg(): cache}, **extra)
         seq, cache = res.sequences, cache_of(res)
         sampler.flush()
         made = seq.shape[1] - width

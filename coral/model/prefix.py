@@ -24,6 +24,8 @@ from typing import Any, Callable, Hashable, Optional, Sequence
 
 import torch
 
+from coral.model.kvcache import new_cache
+
 Layers = tuple[tuple[torch.Tensor, torch.Tensor], ...]   # per layer (keys, values) [1,h,L,d]
 
 
@@ -103,10 +105,9 @@ def prompt_layers(cache: Any) -> Layers:
 
 
 def batch_cache(rows: Sequence[Layers], width: int, config: Any) -> Any:
-    """A DynamicCache of the rows' entries left-padded (with zeros) to `width` positions."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=config)
+    """A DynamicCache (growing in place, coral.model.kvcache) of the rows' entries left-padded
+    (with zeros) to `width` positions."""
+    cache = new_cache(config)
     for layer in range(len(rows[0])):
         keys = [_left_pad(row[layer][0], width) for row in rows]
         values = [_left_pad(row[layer][1], width) for row in rows]
