@@ -9,9 +9,9 @@ rambling answer).
 `decode` calls `generate` in segments of `SEGMENT` new tokens, carrying the KV cache (and
 the sampling processors' per-row state) from one to the next. After a segment, rows that
 ended (eos, a complete answer, their token limit) are taken out: their tokens are kept, and
-the cache, the ids, the mask, the processors and peft's per-row `adapter_names` are cut
-down to the rows that go on. Only when at least `DROP_SHARE` of the rows ended is the batch
-cut (each cut copies the cache). A row's tokens do not depend on the rows beside it (per-row
+the cache, the ids, the mask, the processors and the per-row adapters (peft's
+`adapter_names` or coral.model.spans) are cut down to the rows that go on. Only when at
+least `DROP_SHARE` of the rows ended is the batch cut (each cut copies the cache). A row's tokens do not depend on the rows beside it (per-row
 seeds and knobs, coral.model.sampling), so the texts are those of one `generate` call.
 """
 
@@ -31,11 +31,13 @@ DROP_SHARE = 0.25  # the batch is cut when at least this share of its rows has e
 def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
            limits: Sequence[int], eos_ids: Sequence[int], pad_id: int,
            extra: Optional[dict] = None, cache: Any = None,
-           before_segment: Callable[[], None] = lambda: None) -> list[torch.Tensor]:
+           before_segment: Callable[[], None] = lambda: None,
+           keepers: Sequence[Any] = ()) -> list[torch.Tensor]:
     """Each row's generated tokens (past its prompt; may run past its end, the caller cuts)
     and, in `processors[-1].ended_at`, where complete answers ended (original row order).
     `before_segment` runs before each generate call (the caller sets torch's threads there:
-    a core the judge held during one segment may be free for the next)."""
+    a core the judge held during one segment may be free for the next). `keepers` hold
+    per-row state outside the processors (coral.model.spans): `keep(index)` when rows leave."""
     from transformers import GenerationConfig
 
     sampler = processors[-1]
@@ -75,7 +77,7 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
             index = torch.tensor(stay, device=ids.device)
             ids, mask = ids[index], mask[index]
             cache.batch_select_indices(index)
-            for proc in processors:
+            for proc in [*processors, *keepers]:
                 if hasattr(proc, "keep"):
                     proc.keep(index.cpu())
             if "adapter_names" in extra:

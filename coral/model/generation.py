@@ -38,6 +38,7 @@ from coral.config import Config
 from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.decode import decode
 from coral.model.dora import freeze_dora
+from coral.model import spans
 from coral.model.loading import load_base
 from coral.model.prefix import (Layers, PromptCache, batch_cache, cache_kwarg, cache_of,
                                 prompt_layers)
@@ -310,7 +311,10 @@ class Generator:
             return self._peft, {}, contextlib.nullcontext()
         if not refs:
             return self._peft, {}, self._peft.disable_adapter()
-        names = [BASE if r.adapter is None else self._resident[r.adapter.key] for r in batch]
+        rows = [None if r.adapter is None else self._resident[r.adapter.key] for r in batch]
+        if spans.supported(self._peft, rows):   # rows ordered by adapter: see _run_batch
+            return self._peft, {}, spans.AdapterSpans(self._peft, rows)
+        names = [BASE if name is None else name for name in rows]
         return self._peft, {"adapter_names": names}, contextlib.nullcontext()
 
     def _autocast(self) -> Any:
@@ -321,6 +325,18 @@ class Generator:
 
     def _run_batch(self, batch: Sequence[GenerationRequest],
                    active_key: Optional[str]) -> list[GenerationResult]:
+        """Generate one batch, its rows ordered by adapter (each adapter's rows one slice,
+        coral.model.spans); results in the batch's order."""
+        order = sorted(range(len(batch)), key=lambda i: (
+            "" if batch[i].adapter is None else batch[i].adapter.key))
+        done = self._run_ordered([batch[i] for i in order], active_key)
+        results: list = [None] * len(batch)
+        for pos, i in enumerate(order):
+            results[i] = done[pos]
+        return results
+
+    def _run_ordered(self, batch: Sequence[GenerationRequest],
+                     active_key: Optional[str]) -> list[GenerationResult]:
         """Generate one batch (rows leave it as their answers end, coral.model.decode), then
         cut each row at its own limit and answer end."""
         start = time.perf_counter()
@@ -341,7 +357,7 @@ class Generator:
         with torch.inference_mode(), self._autocast(), ctx:
             rows = decode(model, ids, mask, processors, limits, self.eos_ids,
                           self.tokenizer.pad_token_id, extra, prefilled.get(cache_kwarg()),
-                          set_threads)
+                          set_threads, keepers=[ctx] if hasattr(ctx, "keep") else [])
         threads = round(sum(used) / len(used), 2)
         ended_at = processors[-1].ended_at
         seconds = time.perf_counter() - start
