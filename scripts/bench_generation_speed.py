@@ -11,7 +11,12 @@
 - coalesced_vs_per_genome: 4 genomes x 8 requests (one adapter and knob set each), one call
   per genome (each decoded alone) against the four calls queued in a `Coalescer` (shared
   batches, rows of the same program together), at the same batch size; the texts must be
-  the same.
+  the same. Both sides decode what a run decodes (`run_knobs`): the middle of
+  configs/local.yaml's knob ranges, so each answer's token budget is relative to its program
+  (32 + 1.3 x the buggy function's tokens) and answers end at their closing fence. With one
+  fixed budget for every row (the first version of this measure: 64 tokens) an answer
+  never outlives its batch, which is not what a run decodes, and the prompts' prefill (the
+  same work on both sides) was 40% of the time.
 - all_cores_vs_one: wall seconds of one 16-row batch on one thread over all the cores, the
   measurement behind `generation.threads: 0` (idle machine only).
 """
@@ -44,6 +49,17 @@ class Clock:
     def read(self) -> tuple[float, float]:
         """(wall, cpu) seconds elapsed."""
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def run_knobs(config_path: str) -> CheapKnobs:
+    """The middle of a config's knob ranges with its budget rule (coalesced_vs_per_genome)."""
+    from coral.config import load
+
+    ranges = load(config_path).knobs
+    mid = {name: (getattr(ranges, name).low + getattr(ranges, name).high) / 2
+           for name in ("temperature", "top_p", "repetition_penalty", "max_new_tokens_factor")}
+    return CheapKnobs(top_k=round((ranges.top_k.low + ranges.top_k.high) / 2),
+                      max_new_tokens=int(ranges.max_new_tokens), **mid)
 
 
 def genome_requests(genome: str, ref: AdapterRef, problems: Sequence[Problem],
@@ -158,17 +174,17 @@ def measure_dora_step(gen: Any, uncached: Any, lora: AdapterRef, dora: AdapterRe
 
 
 def measure_coalescing(gen: Any, refs: Sequence[AdapterRef], problems: Sequence[Problem],
-                       knobs: CheapKnobs, batch_size: int) -> dict:
+                       knobs: CheapKnobs, batch_size: int, repeats: int = REPEATS) -> dict:
     """4 genomes x len(problems) requests: one call per genome against coalesced calls, at
     the same batch size (the one configs/local.yaml decodes with), each side with a cold
-    prompt cache."""
+    prompt cache, `repeats` interleaved runs of each (the cheaper is kept)."""
     calls = [genome_requests(f"g{i}", ref, problems,
                              dataclasses.replace(knobs, temperature=0.5 + 0.1 * i))
              for i, ref in enumerate(refs)]
     keep = gen.gen
     gen.gen = dataclasses.replace(keep, batch_size=batch_size)
     per_genome, coalesced = [], []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         cold(gen)
         clock = Clock()
         alone = [gen.generate(c) for c in calls]
@@ -183,7 +199,8 @@ def measure_coalescing(gen: Any, refs: Sequence[AdapterRef], problems: Sequence[
     texts = [[r.text for r in rs] for rs in alone] == [[r.text for r in rs] for rs in shared]
     tokens = sum(r.new_tokens for rs in shared for r in rs)
     return {"genomes": len(calls), "requests_per_genome": len(problems),
-            "adapters": len(refs), "batch_size": gen.gen.batch_size, "new_tokens": tokens,
+            "adapters": len(refs), "batch_size": batch_size, "new_tokens": tokens,
+            "knobs": dataclasses.asdict(knobs),
             "per_genome_wall_cpu_seconds": [round(x, 2) for x in min(per_genome, key=_cpu)],
             "coalesced_wall_cpu_seconds": [round(x, 2) for x in min(coalesced, key=_cpu)],
             "same_texts": texts,

@@ -42,7 +42,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from coral.config import Config, GenerationConfig, ModelConfig, TrainingConfig  # noqa: E402
+from coral.config import (Config, GenerationConfig, ModelConfig, TrainingConfig,  # noqa: E402
+                          load)
 from coral.model.generation import Generator  # noqa: E402
 from coral.model.threads import usable_cpus  # noqa: E402
 from coral.search.genome import HeavyGenes  # noqa: E402
@@ -53,6 +54,7 @@ from coral.model.training import Trainer  # noqa: E402
 from coral.judge.quixbugs import load_problems  # noqa: E402
 import bench_generation_speed as speed  # noqa: E402
 
+RUN_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "local.yaml")
 BUGGY = {
     "gcd": "def gcd(a, b):\n    if b == 0:\n        return a\n    else:\n"
            "        return gcd(a % b, b)\n",
@@ -163,8 +165,9 @@ def measure_speed(cfg: Config, gen: Generator, store: DirectoryStore, refs: list
     step = emit("dora_step", **speed.measure_dora_step(gen, uncached, refs[0], dora, problems,
                                                          knobs, steps=args.step_tokens))
     uncached.close()
-    coalesced = emit("coalescing", **speed.measure_coalescing(gen, refs, problems, knobs,
-                                                              args.coalesce_batch))
+    coalesced = emit("coalescing", **speed.measure_coalescing(
+        gen, refs, problems, speed.run_knobs(RUN_CONFIG), args.coalesce_batch,
+        repeats=1 if args.quick else args.coalesce_repeats))
     threads = emit("threads", **speed.measure_threads(gen, refs[0], problems, knobs,
                                                       usable_cpus()))
     return {"plain_hf_tokens_per_s": plain["plain_hf_tokens_per_s"],
@@ -186,9 +189,13 @@ def main() -> int:
                         help="QuixBugs programs (requests per genome) of the speed figures")
     parser.add_argument("--answer-tokens", type=int, default=None,
                         help="token budget of each answer in the speed figures")
-    parser.add_argument("--coalesce-batch", type=int, default=16,
+    parser.add_argument("--coalesce-batch", type=int,
+                        default=load(RUN_CONFIG).generation.batch_size,
                         help="batch size of both sides of coalesced_vs_per_genome "
-                             "(configs/local.yaml's generation.batch_size)")
+                             "(default: configs/local.yaml's generation.batch_size)")
+    parser.add_argument("--coalesce-repeats", type=int, default=1,
+                        help="interleaved runs of each side of coalesced_vs_per_genome "
+                             "(each run of a side is minutes at the run's token budgets)")
     parser.add_argument("--step-tokens", type=int, default=None,
                         help="decoding steps timed for dora_vs_lora_step")
     args = parser.parse_args()

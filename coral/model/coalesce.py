@@ -9,11 +9,11 @@ judging one genome overlaps decoding the next.
 Which rows form the next batch: the oldest call's shortest row, and with it the queued rows
 nearest to it in prompt length, from any call. A batch decodes until its longest answer ends,
 and answer length follows program length, so rows of the same program (every genome asks for
-the same few) decode together instead of a short answer waiting, padded, for a long one: with 4
-genomes x 8 programs this is where coalescing gains on a CPU, where a batch of 16 rows costs
-nearly what two of 8 do. The oldest call has a row in every batch, so no call waits forever;
+the same few) decode together instead of a short answer waiting, padded, for a long one; and
+larger batches cost less per row (a SmolLM2 row-step on one CPU thread: ~18 ms in a batch of
+8, ~12 ms in one of 32). The oldest call has a row in every batch, so no call waits forever;
 only rows the backend can run as one batch go together (`batch_group`: the hf backend mixes
-LoRA and base rows through peft's `adapter_names` but runs each DoRA adapter alone). A row's
+LoRA and base rows, coral.model.spans, but runs each DoRA adapter alone). A row's
 text does not depend on its batch (per-row seeds, coral.model.sampling), so coalescing changes
 the speed, not the texts.
 

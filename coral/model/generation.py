@@ -5,18 +5,14 @@ peft's multi-adapter model and kept in an LRU of at most `generation.max_residen
 (evicted with `delete_adapter`); the base model is never reloaded and adapters are never
 stacked: each row runs with exactly one adapter, or none (peft's "__base__" name).
 
-Batching: LoRA rows with different adapters (and base-model rows) share a batch through
-peft's `adapter_names=`; DoRA adapters cannot be mixed that way (peft raises "Cannot pass
-adapter_names when DoRA is enabled"), so DoRA rows are batched per adapter with that adapter
-active; their weight norms are computed once per resident adapter (coral.model.dora), so a
-DoRA step costs what a LoRA step does. A batch whose rows all use one adapter runs with that
-adapter active, without `adapter_names` (peft's per-row split copies indices to the host in
-every adapted layer at every step). With `generation.group_by_adapter` every batch holds one
-adapter (or only base rows) and runs with it active, no `adapter_names`: peft splits a mixed batch into one sub-batch per
-adapter inside every adapted layer, so where that split costs more than the larger batch
-saves, grouping is faster (scripts/bench_gpu.py measures both). Per-row knobs and seeds are
-applied by coral.model.sampling, so a row's output does not depend on the other rows of its
-batch, nor on the grouping.
+Batching: LoRA rows with different adapters (and base-model rows) share a batch, ordered by
+adapter so each adapter is added on its own slice of rows (coral.model.spans; peft's
+`adapter_names=` for what that does not cover). DoRA adapters are not mixed (peft raises
+"Cannot pass adapter_names when DoRA is enabled"): DoRA rows are batched per adapter with it
+active, its weight norms computed once per resident adapter (coral.model.dora). A batch of
+one adapter runs with it active. With `generation.group_by_adapter` every batch holds one
+adapter (or only base rows); scripts/bench_gpu.py measures both. Per-row knobs and seeds
+(coral.model.sampling) make a row's output independent of the other rows of its batch.
 
 `Generator` is the ``hf`` backend of coral.model.backend.
 """
@@ -28,7 +24,6 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -39,6 +34,7 @@ from coral.messages import AdapterRef, GenerationRequest, GenerationResult
 from coral.model.decode import decode
 from coral.model.dora import freeze_dora
 from coral.model import spans
+from coral.model.batching import plan_batches
 from coral.model.loading import load_base
 from coral.model.prefix import (Layers, PromptCache, batch_cache, cache_kwarg, cache_of,
                                 prompt_layers)
@@ -53,66 +49,9 @@ BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 _PROMPT_MEMO = 512  # programs whose prompt ids are kept (a run has a few dozen)
 
 
-@dataclass(frozen=True)
-class BatchPlan:
-    """Indices (into the request list) of one batch, and the one adapter it runs with active
-    (DoRA rows; every adapter batch when grouping by adapter), if any."""
-
-    rows: tuple[int, ...]
-    active_key: Optional[str] = None
-
-
 def adapter_name(key: str) -> str:
     """A peft-safe adapter name for a store key (module dict keys may not contain dots)."""
     return "a" + hashlib.sha256(key.encode()).hexdigest()[:20]
-
-
-def plan_batches(requests: Sequence[GenerationRequest], batch_size: int,
-                 max_adapters: int, group_by_adapter: bool = False,
-                 lengths: Optional[Sequence[int]] = None) -> list[BatchPlan]:
-    """Group requests: LoRA and base rows mixed (<= max_adapters a batch), DoRA per adapter;
-    with `group_by_adapter`, LoRA rows per adapter too and base rows on their own.
-
-    Rows are ordered by adapter key so that requests for one adapter run together and the
-    LRU swaps as little as possible, then by prompt length (`lengths`, if given) so that a
-    batch's rows pad little; the order does not change any row's output.
-    """
-    size = (lambda i: lengths[i]) if lengths is not None else (lambda i: 0)
-    mixed: list[int] = []
-    single: dict[str, list[int]] = {}
-    for i, req in enumerate(requests):
-        if req.adapter is not None and (req.adapter.use_dora or group_by_adapter):
-            single.setdefault(req.adapter.key, []).append(i)
-        else:
-            mixed.append(i)
-    mixed.sort(key=lambda i: ("" if requests[i].adapter is None else requests[i].adapter.key,
-                              size(i), i))
-    plans = _mixed_plans(requests, mixed, batch_size, max_adapters)
-    for key in sorted(single):
-        idx = sorted(single[key], key=lambda i: (size(i), i))
-        for start in range(0, len(idx), batch_size):
-            plans.append(BatchPlan(tuple(idx[start:start + batch_size]), active_key=key))
-    return plans
-
-
-def _mixed_plans(requests: Sequence[GenerationRequest], order: list[int], batch_size: int,
-                 max_adapters: int) -> list[BatchPlan]:
-    """Cut rows (in order) into batches of <= batch_size rows and <= max_adapters adapters."""
-    plans: list[BatchPlan] = []
-    rows: list[int] = []
-    keys: set[str] = set()
-    for i in order:
-        ref = requests[i].adapter
-        new_key = ref is not None and ref.key not in keys
-        if rows and (len(rows) >= batch_size or (new_key and len(keys) >= max_adapters)):
-            plans.append(BatchPlan(tuple(rows)))
-            rows, keys = [], set()
-        rows.append(i)
-        if ref is not None:
-            keys.add(ref.key)
-    if rows:
-        plans.append(BatchPlan(tuple(rows)))
-    return plans
 
 
 class Generator:

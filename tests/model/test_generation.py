@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from coral.config import Config, GenerationConfig, ModelConfig
-from coral.model.generation import Generator, plan_batches
+from coral.model.batching import plan_batches
+from coral.model.generation import Generator
 from coral.search.knobs import CheapKnobs
 from coral.messages import AdapterRef, GenerationRequest
 from coral.model.loading import load_base
