@@ -56,7 +56,7 @@ def run_knobs(config_path: str) -> CheapKnobs:
     from coral.config import load
 
     ranges = load(config_path).knobs
-    mid = {name: (getattr(ranges, name).low + getattr(ranges, name).high) / 2
+    mid = {name: round((getattr(ranges, name).low + getattr(ranges, name).high) / 2, 6)
            for name in ("temperature", "top_p", "repetition_penalty", "max_new_tokens_factor")}
     return CheapKnobs(top_k=round((ranges.top_k.low + ranges.top_k.high) / 2),
                       max_new_tokens=int(ranges.max_new_tokens), **mid)
