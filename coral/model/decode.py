@@ -11,8 +11,9 @@ the sampling processors' per-row state) from one to the next. After a segment, r
 ended (eos, a complete answer, their token limit) are taken out: their tokens are kept, and
 the cache, the ids, the mask, the processors and the per-row adapters (peft's
 `adapter_names` or coral.model.spans) are cut down to the rows that go on. Only when at
-least `DROP_SHARE` of the rows ended is the batch cut (each cut copies the cache). A row's tokens do not depend on the rows beside it (per-row
-seeds and knobs, coral.model.sampling), so the texts are those of one `generate` call.
+least `DROP_SHARE` of the rows ended is the batch cut (each cut copies the cache). A row's
+tokens do not depend on the rows beside it (per-row seeds and knobs, coral.model.sampling),
+so the texts are those of one `generate` call.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
         over = _ended(seq[:, width:], sampler.finished(), [limits[i] for i in live], made,
                       eos_ids)
         last = all(over)             # also when every live row reached its limit
-        if last or sum(over) >= DROP_SHARE * len(live):
+        cut = sum(over) >= DROP_SHARE * len(live)
+        if last or cut:
             for pos, o in enumerate(over):
                 if o:
                     out[live[pos]], ended_at[live[pos]] = seq[pos, width:], sampler.ended_at[pos]
@@ -72,7 +74,7 @@ def decode(model: Any, ids: torch.Tensor, mask: torch.Tensor, processors: Any,
             break
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], seq.shape[1] - ids.shape[1]))], 1)
         ids = seq
-        if sum(over) >= DROP_SHARE * len(live):
+        if cut:
             stay = [pos for pos, o in enumerate(over) if not o]
             index = torch.tensor(stay, device=ids.device)
             ids, mask = ids[index], mask[index]

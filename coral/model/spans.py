@@ -77,12 +77,13 @@ class AdapterSpans:
         self.spans = row_spans(self.names)
 
     def __enter__(self) -> "AdapterSpans":
+        # Adapters off first: if that fails, no hook is left behind on the shared model.
+        self._off = self.model.disable_adapter()
+        self._off.__enter__()
         wanted = {n for n in self.names if n is not None}
         for layer in _lora_layers(self.model):
             if wanted & set(layer.lora_A.keys()):
                 self._hooks.append(layer.register_forward_hook(self._add))
-        self._off = self.model.disable_adapter()
-        self._off.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
